@@ -1,0 +1,196 @@
+"""Wiring: storage, checkpoint, HTTP session, API client and workers, run over a job queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+
+import aiohttp
+import anyio
+import structlog
+
+from downloader import __version__
+from downloader.api import InsightsClient
+from downloader.checkpoint import Checkpoint
+from downloader.config import Config
+from downloader.constants import READ_BUFFER_BYTES
+from downloader.partitions import Job, PartitionKey, Period
+from downloader.ratelimit import RateLimiter
+from downloader.scheduler import DelayQueue, plan_for_config
+from downloader.stats import Stats
+from downloader.storage import Storage, open_storage
+from downloader.worker import JobState, Outcome, StopRun, Worker
+
+log = structlog.get_logger("gio.app")
+
+
+@dataclass
+class Summary:
+    done: list[PartitionKey] = field(default_factory=list)
+    failed: dict[PartitionKey, str] = field(default_factory=dict)
+    not_due: list[Period] = field(default_factory=list)
+    expired: list[Period] = field(default_factory=list)
+    already_done: int = 0
+    interrupted: bool = False
+    fatal: str | None = None
+    fatal_is_config: bool = False
+
+
+def make_session(cfg: Config) -> aiohttp.ClientSession:
+    """One session for API calls and downloads. ``auto_decompress=False``: the parts are .gz
+    files and must be stored exactly as served; API calls ask for decompression themselves."""
+    connector = aiohttp.TCPConnector(limit=cfg.downloads + 4, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        read_bufsize=READ_BUFFER_BYTES,
+        trust_env=True,
+        headers={"User-Agent": f"gio-downloader/{__version__}"},
+    )
+
+
+class Runner:
+    """Owns the resources of one run and the workers that drain the job queue."""
+
+    def __init__(self, cfg: Config, clock: Callable[[], datetime]) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.stats = Stats()
+        self.summary = Summary()
+        self.queue: DelayQueue[Job] = DelayQueue()
+        self.states: dict[Job, JobState] = {}
+        self.in_flight = 0
+        self.stopping = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.storage: Storage | None = None
+        self.checkpoint: Checkpoint | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.worker: Worker | None = None
+
+    async def __aenter__(self) -> Runner:
+        self.storage = open_storage(self.cfg.storage, self.cfg.downloads)
+        await self.storage.check()
+        self.checkpoint = Checkpoint(self.cfg.checkpoint)
+        self.session = make_session(self.cfg)
+        limiter = RateLimiter(self.cfg.api.rate_limit_per_second)
+        client = InsightsClient(self.session, self.cfg.api, limiter, self.stats.api_call)
+        self.worker = Worker(self.cfg, self.session, client, self.storage, self.checkpoint,
+                             self.stats, self.clock)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        with anyio.CancelScope(shield=True):
+            if self.session is not None:
+                await self.session.close()
+            if self.storage is not None:
+                await self.storage.close()
+            if self.checkpoint is not None:
+                self.checkpoint.close()
+
+    def is_done(self, key: PartitionKey) -> bool:
+        assert self.checkpoint is not None
+        row = self.checkpoint.get(key)
+        return row is not None and row.state == "done"
+
+    def submit(self, job: Job, delay: float = 0.0) -> None:
+        self.states.setdefault(job, JobState())
+        self.stats.jobs_total += 1
+        self.idle.clear()
+        self.queue.put(job, delay)
+
+    def _record(self, job: Job, outcome: Outcome) -> None:
+        assert self.checkpoint is not None
+        state = self.states[job]
+        if outcome.kind == "retry":
+            log.info("not ready, will retry", job=str(job), reason=outcome.reason,
+                     retry_in_seconds=round(outcome.delay, 1))
+            self.queue.put(job, outcome.delay)
+            return
+        self.stats.jobs_finished += 1
+        self.states.pop(job, None)
+        for key in job.keys():
+            if key in outcome.failed_keys:
+                self.checkpoint.failed(key, outcome.reason, state.polls + state.attempts)
+                self.summary.failed[key] = outcome.reason
+                self.stats.partitions_failed += 1
+                log.error("partition failed", partition=str(key), reason=outcome.reason)
+            elif self.is_done(key):
+                self.summary.done.append(key)
+
+    async def _work(self) -> None:
+        assert self.worker is not None
+        while not self.stopping.is_set():
+            job = await self.queue.get()
+            if self.stopping.is_set():
+                self.queue.put(job)
+                return
+            self.in_flight += 1
+            try:
+                outcome = await self.worker.run(job, self.states.setdefault(job, JobState()))
+                self._record(job, outcome)
+            except StopRun as exc:
+                self.summary.fatal = str(exc)
+                self.summary.fatal_is_config = exc.config_error
+                self.stopping.set()
+                self.queue.put(job)
+            finally:
+                self.in_flight -= 1
+                if self.in_flight == 0 and len(self.queue) == 0:
+                    self.idle.set()
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Run workers until the queue is empty. When ``stopping`` is set, no new job starts and
+        in-flight ones get ``grace_seconds`` to finish before they are cancelled (their parts
+        stay resumable)."""
+        if len(self.queue) == 0:
+            return
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.cfg.partitions):
+                tg.start_soon(self._work)
+            stop_wait = asyncio.ensure_future(self.stopping.wait())
+            idle_wait = asyncio.ensure_future(self.idle.wait())
+            try:
+                await asyncio.wait([stop_wait, idle_wait], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop_wait.cancel()
+                idle_wait.cancel()
+            if self.stopping.is_set() and self.in_flight:
+                self.summary.interrupted = self.summary.fatal is None
+                deadline = time.monotonic() + grace_seconds
+                while self.in_flight and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+            tg.cancel_scope.cancel()
+
+
+async def backfill(cfg: Config, first_hour: datetime, last_hour: datetime,
+                   clock: Callable[[], datetime], stopping: asyncio.Event | None = None,
+                   runner_hook: Callable[[Runner], None] | None = None) -> Summary:
+    async with Runner(cfg, clock) as runner:
+        if stopping is not None:
+            runner.stopping = stopping
+        if runner_hook is not None:
+            runner_hook(runner)
+        now = clock()
+        plan = plan_for_config(cfg, first_hour, last_hour, now, runner.is_done)
+        runner.summary.not_due = plan.not_due
+        runner.summary.expired = plan.expired
+        runner.summary.already_done = plan.already_done
+        if plan.not_due:
+            log.info("skipping periods that are not due yet", count=len(plan.not_due),
+                     first=str(plan.not_due[0]), last=str(plan.not_due[-1]))
+        if plan.expired:
+            log.warning("skipping periods outside the retention window",
+                        count=len(plan.expired), first=str(plan.expired[0]),
+                        last=str(plan.expired[-1]))
+        log.info("backfill planned", jobs=len(plan.jobs), already_done=plan.already_done,
+                 first_hour=first_hour.strftime("%Y%m%d%H"),
+                 last_hour=last_hour.strftime("%Y%m%d%H"))
+        for job in plan.jobs:
+            runner.submit(job)
+        await runner.drain(cfg.shutdown_grace_seconds)
+        return runner.summary

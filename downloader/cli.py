@@ -1,0 +1,232 @@
+"""The command line: ``gio-downloader backfill|status|simulate``.
+
+Exit codes: 0 all done; 1 some partitions failed (a summary says which and why); 2 usage or
+configuration error (one line on stderr, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, NoReturn
+
+import structlog
+
+from downloader import __version__
+from downloader.checkpoint import Checkpoint, CheckpointError
+from downloader.config import Config, ConfigError, check_writable, load_config
+from downloader.constants import BEIJING
+from downloader.logs import setup_logging
+from downloader.partitions import parse_hour, window
+from downloader.progress import report_progress
+from downloader.storage import StorageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+log = structlog.get_logger("gio.cli")
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def system_clock() -> datetime:
+    return datetime.now(BEIJING)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gio-downloader",
+                     description="Download GrowingIO raw-data exports (/v2/insights).")
+    parser.add_argument("--version", action="version", version=f"gio-downloader {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    bf = sub.add_parser("backfill", help="download every due partition in a range, then exit")
+    bf.add_argument("-c", "--config", required=True, help="YAML configuration file")
+    bf.add_argument("--days", type=float, help="the last N days (default: the retention, 15)")
+    bf.add_argument("--from", dest="first", metavar="YYYYMMDDHH",
+                    help="first Beijing hour (inclusive)")
+    bf.add_argument("--to", dest="last", metavar="YYYYMMDDHH",
+                    help="last Beijing hour (inclusive; default: now)")
+    bf.add_argument("--log-format", choices=("auto", "json", "console"),
+                    help="override log.format")
+
+    st = sub.add_parser("status", help="show done / pending / failed partitions")
+    st.add_argument("-c", "--config", required=True, help="YAML configuration file")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sim = sub.add_parser("simulate", help="serve the bundled simulator of the export API")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8080)
+    sim.add_argument("--token", default="sim-token",
+                     help="token the simulator expects (Authorization: Token <token>)")
+    sim.add_argument("--part-size", type=int, default=256 * 1024, help="bytes per part")
+    sim.add_argument("--parts", type=int, default=2, help="parts per data type and period")
+    sim.add_argument("--running-polls", type=int, default=1,
+                     help="answer RUNNING to the first N polls of each partition")
+    sim.add_argument("--link-ttl", type=float, default=None,
+                     help="link lifetime in seconds (default: the request's expire minutes)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--cache-dir", default=None, help="where generated parts are kept")
+    return parser
+
+
+def _range(args: argparse.Namespace, cfg: Config, now: datetime) -> tuple[datetime, datetime]:
+    if args.days is not None and (args.first or args.last):
+        raise UsageError("gio-downloader backfill: use either --days or --from/--to")
+    if args.first or args.last:
+        if not args.first:
+            raise UsageError("gio-downloader backfill: --to needs --from")
+        try:
+            first = parse_hour(args.first)
+            last = parse_hour(args.last) if args.last else window(now, cfg.lags)[1]
+        except ValueError as exc:
+            raise UsageError(f"gio-downloader backfill: {exc}") from None
+        if last < first:
+            raise UsageError("gio-downloader backfill: --to is before --from")
+        return first, last
+    if args.days is not None and args.days <= 0:
+        raise UsageError("gio-downloader backfill: --days must be positive")
+    return window(now, cfg.lags, args.days)
+
+
+def preflight(cfg: Config) -> None:
+    """Checks that need the file system but write nothing."""
+    check_writable(cfg.checkpoint, "checkpoint", is_dir=False)
+    if cfg.storage.scheme == "file":
+        check_writable(cfg.storage.local_root, "storage.url", is_dir=True)
+
+
+def _install_signals(stopping: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    hits = {"n": 0}
+
+    def on_signal(signame: str) -> None:
+        hits["n"] += 1
+        if hits["n"] == 1:
+            log.warning("stopping: finishing in-flight work (signal again to stop at once)",
+                        signal=signame)
+            stopping.set()
+        else:
+            log.warning("stopping now; partial parts stay resumable", signal=signame)
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+
+
+def _print_summary(summary: Any) -> None:
+    failed = summary.failed
+    line = (f"backfill: {len(summary.done)} partitions downloaded, "
+            f"{summary.already_done} already done, {len(failed)} failed, "
+            f"{len(summary.not_due)} periods not due yet")
+    print(line, file=sys.stderr)
+    for key, reason in sorted(failed.items(), key=lambda kv: str(kv[0])):
+        print(f"  failed {key}: {reason}", file=sys.stderr)
+    if summary.fatal:
+        print(f"gio-downloader: stopped: {summary.fatal}", file=sys.stderr)
+    elif summary.interrupted:
+        print("gio-downloader: interrupted; run the same command again to resume",
+              file=sys.stderr)
+
+
+async def _backfill_async(cfg: Config, first: datetime, last: datetime,
+                          clock: Callable[[], datetime]) -> int:
+    from downloader.app import backfill
+
+    stopping = asyncio.Event()
+    _install_signals(stopping)
+    progress_holder: list[asyncio.Task[None]] = []
+
+    def hook(runner: Any) -> None:
+        progress_holder.append(asyncio.create_task(report_progress(runner.stats)))
+
+    try:
+        summary = await backfill(cfg, first, last, clock, stopping, runner_hook=hook)
+    finally:
+        for task in progress_holder:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    _print_summary(summary)
+    if summary.fatal:
+        return EXIT_USAGE if summary.fatal_is_config else EXIT_FAILED
+    if summary.failed or summary.interrupted:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_backfill(args: argparse.Namespace, clock: Callable[[], datetime]) -> int:
+    cfg = load_config(args.config)
+    first, last = _range(args, cfg, clock())
+    preflight(cfg)
+    setup_logging(args.log_format or cfg.log_format, cfg.log_level, cfg.secrets)
+    return run_async(_backfill_async(cfg, first, last, clock))
+
+
+def cmd_status(args: argparse.Namespace, clock: Callable[[], datetime]) -> int:
+    from downloader.status import build_status, format_status
+
+    cfg = load_config(args.config)
+    with Checkpoint(cfg.checkpoint, readonly=True) as checkpoint:
+        report = build_status(cfg, checkpoint, clock())
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(format_status(report))
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from downloader.simulator import SimConfig, serve
+
+    setup_logging("auto", "info")
+    config = SimConfig(token=args.token or None, part_size=args.part_size,
+                       parts_per_type=args.parts, running_polls=args.running_polls,
+                       link_ttl_seconds=args.link_ttl, seed=args.seed,
+                       cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    print(f"simulator: http://{args.host}:{args.port}  (token {args.token!r})", file=sys.stderr)
+    # The plain asyncio loop on purpose: FileResponse uses sendfile there.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(config, args.host, args.port))
+    return EXIT_OK
+
+
+def run_async(coro: Any) -> int:
+    """Run on uvloop where it is installed (the downloader's hot path is the event loop)."""
+    try:
+        import uvloop
+    except ImportError:
+        return int(asyncio.run(coro))
+    return int(uvloop.run(coro))
+
+
+def main(argv: Sequence[str] | None = None, clock: Callable[[], datetime] = system_clock) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "backfill":
+            return cmd_backfill(args, clock)
+        if args.command == "status":
+            return cmd_status(args, clock)
+        if args.command == "simulate":
+            return cmd_simulate(args)
+        raise UsageError(f"gio-downloader: unknown command {args.command}")
+    except (UsageError, ConfigError, CheckpointError, StorageError) as exc:
+        print(f"gio-downloader: error: {exc}" if not str(exc).startswith("gio-downloader")
+              else f"{exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+

@@ -1,0 +1,67 @@
+"""One limiter shared by every API call of the process: never more than N calls in any window.
+
+A call holds its slot from the moment it is sent until its answer is in, and the window is
+counted from that answer. The server sees each call at some instant between sending and
+answering, so this bound holds on the server's clock too, whatever the latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+
+class RateLimiter:
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_second <= 0:
+            raise ValueError("per_second must be positive")
+        # 2/s means 2 calls per 1 s window; 0.5/s means 1 call per 2 s window.
+        self.max_calls = max(1, math.floor(per_second))
+        self.window = self.max_calls / per_second
+        self._clock = clock
+        self._finished: deque[float] = deque()
+        self._in_flight = 0
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self.calls = 0
+        self._paused_until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """The server said Retry-After: no call of this process starts before then."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def _wait_time(self) -> float:
+        now = self._clock()
+        if now < self._paused_until:
+            return self._paused_until - now
+        while self._finished and now - self._finished[0] >= self.window:
+            self._finished.popleft()
+        if self._in_flight + len(self._finished) < self.max_calls:
+            return 0.0
+        if self._finished and self._in_flight < self.max_calls:
+            return self.window - (now - self._finished[0])
+        return math.inf  # all slots are in flight: wait for one to finish
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with self._lock:  # callers queue up in order
+            while (wait := self._wait_time()) > 0:
+                self._changed.clear()
+                try:
+                    await asyncio.wait_for(self._changed.wait(),
+                                           None if wait == math.inf else wait)
+                except TimeoutError:
+                    pass
+            self._in_flight += 1
+            self.calls += 1
+        try:
+            yield
+        finally:
+            # Synchronous on purpose: it must run even inside a cancelled scope.
+            self._in_flight -= 1
+            self._finished.append(self._clock())
+            self._changed.set()

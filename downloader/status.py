@@ -1,0 +1,79 @@
+"""``gio-downloader status``: what the checkpoint says, per project and type, against what is due."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from downloader.checkpoint import Checkpoint, PartitionRow
+from downloader.config import Config
+from downloader.partitions import PartitionKey, Period, periods_in_range, split_due, window
+
+
+def build_status(cfg: Config, checkpoint: Checkpoint, now: datetime) -> dict[str, Any]:
+    rows: dict[PartitionKey, PartitionRow] = {r.key: r for r in checkpoint.rows()}
+    first, last = window(now, cfg.lags)
+    projects: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for project in cfg.projects:
+        types: list[dict[str, Any]] = []
+        complete_hours: set[Period] | None = None
+        for export_type in project.export_types:
+            due, _, _ = split_due(periods_in_range(first, last, [export_type]), now, cfg.lags)
+            for data_type in project.data_types:
+                counts = {"done": 0, "pending": 0, "failed": 0}
+                newest: Period | None = None
+                done_hours: set[Period] = set()
+                for period in due:
+                    row = rows.get(PartitionKey(project.ai, data_type, period))
+                    state = row.state if row and row.state in ("done", "failed") else "pending"
+                    counts[state] += 1
+                    if state == "done":
+                        newest = period if newest is None or period > newest else newest
+                        done_hours.add(period)
+                    elif state == "failed" and row is not None:
+                        failed.append({"partition": str(row.key), "error": row.last_error,
+                                       "attempts": row.attempts, "updated_at": row.updated_at})
+                if export_type == "hour":
+                    complete_hours = done_hours if complete_hours is None \
+                        else complete_hours & done_hours
+                types.append({"data_type": data_type, "export_type": export_type, **counts,
+                              "newest_done": newest.label if newest else None})
+        newest_hour = max(complete_hours) if complete_hours else None
+        projects.append({
+            "ai": project.ai,
+            "types": types,
+            "newest_complete_hour": newest_hour.label if newest_hour else None,
+            "freshness_seconds": round((now - newest_hour.end).total_seconds())
+            if newest_hour else None,
+        })
+    return {"checkpoint": str(cfg.checkpoint), "now": now.isoformat(timespec="seconds"),
+            "window_first_hour": first.strftime("%Y%m%d%H"), "projects": projects,
+            "failed": failed}
+
+
+def format_status(report: dict[str, Any]) -> str:
+    from downloader.progress import human_duration
+
+    lines = [f"checkpoint {report['checkpoint']}   now {report['now']} (Beijing)",
+             f"window from {report['window_first_hour']}"]
+    for project in report["projects"]:
+        lines.append("")
+        lines.append(f"project {project['ai']}")
+        lines.append(f"  {'data_type':<22}{'export':<8}{'done':>6}{'pending':>9}{'failed':>8}"
+                     f"  newest done")
+        for t in project["types"]:
+            lines.append(f"  {t['data_type']:<22}{t['export_type']:<8}{t['done']:>6}"
+                         f"{t['pending']:>9}{t['failed']:>8}  {t['newest_done'] or '-'}")
+        newest = project["newest_complete_hour"]
+        if newest:
+            lines.append(f"  newest hour complete for every type: {newest} "
+                         f"(freshness {human_duration(project['freshness_seconds'])})")
+        else:
+            lines.append("  newest hour complete for every type: none yet")
+    if report["failed"]:
+        lines.append("")
+        lines.append("failed partitions (last error):")
+        for f in report["failed"]:
+            lines.append(f"  {f['partition']}: {f['error']}")
+    return "\n".join(lines)
