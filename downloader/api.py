@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,7 +113,7 @@ class InsightsClient:
             status = insights.status
             return ApiOutcome(classify_api(200, insights.status, insights.error_msg),
                               insights=insights, http_status=200)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return ApiOutcome(classify_api(None))
         finally:
             if self._on_call is not None:

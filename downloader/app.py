@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,7 +64,8 @@ class Runner:
         self.states: dict[Job, JobState] = {}
         self.in_flight = 0
         self.stopping = asyncio.Event()
-        self.idle = asyncio.Event()
+        self.idle = asyncio.Event()  # nothing queued, nothing running
+        self.quiet = asyncio.Event()  # nothing running
         self.storage: Storage | None = None
         self.checkpoint: Checkpoint | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -130,6 +130,7 @@ class Runner:
                 self.queue.put(job)
                 return
             self.in_flight += 1
+            self.quiet.clear()
             try:
                 outcome = await self.worker.run(job, self.states.setdefault(job, JobState()))
                 self._record(job, outcome)
@@ -140,8 +141,10 @@ class Runner:
                 self.queue.put(job)
             finally:
                 self.in_flight -= 1
-                if self.in_flight == 0 and len(self.queue) == 0:
-                    self.idle.set()
+                if self.in_flight == 0:
+                    self.quiet.set()
+                    if len(self.queue) == 0:
+                        self.idle.set()
 
     async def drain(self, grace_seconds: float) -> None:
         """Run workers until the queue is empty. When ``stopping`` is set, no new job starts and
@@ -161,9 +164,8 @@ class Runner:
                 idle_wait.cancel()
             if self.stopping.is_set() and self.in_flight:
                 self.summary.interrupted = self.summary.fatal is None
-                deadline = time.monotonic() + grace_seconds
-                while self.in_flight and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
+                with anyio.move_on_after(grace_seconds):
+                    await self.quiet.wait()
             tg.cancel_scope.cancel()
 
 

@@ -83,7 +83,7 @@ class Checkpoint:
                     self._db = sqlite3.connect(":memory:")
                     self._db.executescript(_SCHEMA)
                     return
-                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                self._db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
                 return
             path.parent.mkdir(parents=True, exist_ok=True)
             self._take_lock()

@@ -6,13 +6,15 @@ written before the whole file has been accepted.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
@@ -74,7 +76,7 @@ class StorageConfig:
 
     @property
     def local_root(self) -> Path:
-        return Path(urlsplit(self.url).path)
+        return Path(unquote(urlsplit(self.url).path))
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class _Reader:
         self.file = file
         self.where = where
         if not isinstance(data, dict):
-            self.fail(where, "must be a mapping")
+            self.fail(where or "top level", "must be a mapping")
         self.data: dict[str, Any] = data
         self.used: set[str] = set()
 
@@ -135,7 +137,7 @@ class _Reader:
 
     def string(self, name: str, default: str | None = None, required: bool = False) -> Any:
         value = self.raw(name, default, required)
-        if value is not None and not isinstance(value, str | int):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
             self.fail(self.key(name), "must be a string")
         if value is not None:
             value = str(value)
@@ -153,6 +155,8 @@ class _Reader:
                 self.fail(self.key(name), f"must be a number, not {value!r}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(self.key(name), "must be a number")
+        if not math.isfinite(value):
+            self.fail(self.key(name), f"must be a finite number, not {value}")
         if integer and int(value) != value:
             self.fail(self.key(name), "must be a whole number")
         if value < minimum or (maximum is not None and value > maximum):
@@ -163,7 +167,8 @@ class _Reader:
 
     def section(self, name: str) -> _Reader:
         self.used.add(name)
-        return _Reader(self.file, self.data.get(name) or {}, self.key(name))
+        value = self.data.get(name)
+        return _Reader(self.file, {} if value is None else value, self.key(name))
 
     def done(self) -> None:
         unknown = sorted(set(map(str, self.data)) - self.used)
@@ -178,10 +183,12 @@ def _expand(value: Any, file: Path, key: str) -> Any:
 
     def sub(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is not None:
+        value = os.environ.get(name)
+        # Like the shell: ${VAR:-default} also applies when VAR is set but empty.
+        if default is not None and not value:
             return default
+        if value is not None:
+            return value
         raise ConfigError(f"{file}: {key}: environment variable {name} is not set")
 
     return _ENV_REF.sub(sub, value)
@@ -189,7 +196,8 @@ def _expand(value: Any, file: Path, key: str) -> Any:
 
 def _string_list(reader: _Reader, name: str, allowed: tuple[str, ...],
                  all_word: bool) -> tuple[str, ...]:
-    value = reader.raw(name, list(allowed) if name == "export_types" else None, required=True)
+    value = reader.raw(name, list(allowed) if name == "export_types" else None,
+                       required=name == "data_types")
     key = reader.key(name)
     if all_word and value == "all":
         return allowed
@@ -238,7 +246,7 @@ def _projects(reader: _Reader) -> tuple[ProjectConfig, ...]:
     reader.used.add("projects")
     items = reader.data.get("projects")
     if not isinstance(items, list) or not items:
-        reader.fail("projects", "must be a non-empty list of projects")
+        raise ConfigError(f"{reader.file}: projects: must be a non-empty list of projects")
     out: list[ProjectConfig] = []
     seen: set[str] = set()
     for i, item in enumerate(items):
@@ -386,7 +394,13 @@ def check_writable(path: Path, what: str, is_dir: bool) -> None:
         base = first_existing_parent(target)
         if not base.is_dir():
             raise ConfigError(f"{what}: {base} is not a folder, cannot create {target}")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what}: {base} is not writable")
+    # A real probe rather than os.access: root passes access() on read-only mounts and
+    # pseudo file systems where creating a file still fails.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".gio-write-probe-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{what}: {base} is not writable ({exc.strerror})") from None
     if not is_dir and path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{what}: {path} is not writable")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -41,7 +41,8 @@ class Redactor:
             return type(value)(self.scrub(v) for v in value)
         return value
 
-    def __call__(self, logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, logger: Any, name: str,
+                 event: MutableMapping[str, Any]) -> Mapping[str, Any]:
         return {k: self.scrub(v) for k, v in event.items()}
 
 

@@ -27,7 +27,8 @@ _HOUR_ARG = re.compile(r"^\d{10}$")
 
 @dataclass(frozen=True, order=True)
 class Period:
-    """One export unit: an hour ``[start, start+1h)`` or a day ``[start, start+1d)``, Beijing time."""
+    """One export unit, Beijing time: an hour ``[start, start+1h)`` or a day
+    ``[start, start+1d)``."""
 
     start: datetime
     export_type: str  # "hour" | "day"

@@ -6,6 +6,7 @@ The worker never inspects status codes itself; it asks :func:`classify_api` or
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from enum import Enum
@@ -96,6 +97,8 @@ def parse_retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value.strip())
     except ValueError:
+        return None
+    if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
 

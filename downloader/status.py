@@ -1,4 +1,4 @@
-"""``gio-downloader status``: what the checkpoint says, per project and type, against what is due."""
+"""``gio-downloader status``: what the checkpoint says per project and type, against what is due."""
 
 from __future__ import annotations
 

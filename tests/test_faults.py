@@ -1,4 +1,4 @@
-"""Expiring links, broken bodies, server errors, corrupt parts and the rate limit, over real HTTP."""
+"""Expiring links, broken bodies, server errors, corrupt parts, the rate limit: over real HTTP."""
 
 from __future__ import annotations
 
