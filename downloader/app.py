@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,13 +56,19 @@ def make_session(cfg: Config) -> aiohttp.ClientSession:
 class Runner:
     """Owns the resources of one run and the workers that drain the job queue."""
 
-    def __init__(self, cfg: Config, clock: Callable[[], datetime]) -> None:
+    def __init__(self, cfg: Config, clock: Callable[[], datetime],
+                 keep_summary: bool = True) -> None:
         self.cfg = cfg
         self.clock = clock
         self.stats = Stats()
         self.summary = Summary()
+        self.keep_summary = keep_summary  # a daemon keeps counters only, not growing lists
         self.queue: DelayQueue[Job] = DelayQueue()
         self.states: dict[Job, JobState] = {}
+        # Jobs queued or running, by (ai, period): a rescan never queues one twice.
+        self.active: dict[tuple[str, Period], Job] = {}
+        # When a job last failed (monotonic), so a daemon retries it only after a cool-down.
+        self.failed_at: dict[tuple[str, Period], float] = {}
         self.in_flight = 0
         self.stopping = asyncio.Event()
         self.idle = asyncio.Event()  # nothing queued, nothing running
@@ -97,11 +104,22 @@ class Runner:
         row = self.checkpoint.get(key)
         return row is not None and row.state == "done"
 
-    def submit(self, job: Job, delay: float = 0.0) -> None:
+    def done_snapshot(self) -> Callable[[PartitionKey], bool]:
+        """One read of the checkpoint for planning: a set lookup per partition."""
+        assert self.checkpoint is not None
+        return self.checkpoint.done_keys().__contains__
+
+    def submit(self, job: Job, delay: float = 0.0) -> bool:
+        """Queue a job unless the same project period is already queued or running."""
+        slot = (job.ai, job.period)
+        if slot in self.active:
+            return False
+        self.active[slot] = job
         self.states.setdefault(job, JobState())
         self.stats.jobs_total += 1
         self.idle.clear()
         self.queue.put(job, delay)
+        return True
 
     def _record(self, job: Job, outcome: Outcome) -> None:
         assert self.checkpoint is not None
@@ -113,13 +131,17 @@ class Runner:
             return
         self.stats.jobs_finished += 1
         self.states.pop(job, None)
+        self.active.pop((job.ai, job.period), None)
+        if outcome.failed_keys:
+            self.failed_at[(job.ai, job.period)] = time.monotonic()
         for key in job.keys():
             if key in outcome.failed_keys:
                 self.checkpoint.failed(key, outcome.reason, state.polls + state.attempts)
-                self.summary.failed[key] = outcome.reason
                 self.stats.partitions_failed += 1
                 log.error("partition failed", partition=str(key), reason=outcome.reason)
-            elif self.is_done(key):
+                if self.keep_summary:
+                    self.summary.failed[key] = outcome.reason
+            elif self.keep_summary and self.is_done(key):
                 self.summary.done.append(key)
 
     async def _work(self) -> None:
@@ -146,22 +168,23 @@ class Runner:
                     if len(self.queue) == 0:
                         self.idle.set()
 
-    async def drain(self, grace_seconds: float) -> None:
-        """Run workers until the queue is empty. When ``stopping`` is set, no new job starts and
-        in-flight ones get ``grace_seconds`` to finish before they are cancelled (their parts
-        stay resumable)."""
-        if len(self.queue) == 0:
+    async def drain(self, grace_seconds: float, forever: bool = False) -> None:
+        """Run workers until the queue is empty (or, ``forever``, until stopped). When
+        ``stopping`` is set, no new job starts and in-flight ones get ``grace_seconds`` to
+        finish before they are cancelled (their parts stay resumable)."""
+        if len(self.queue) == 0 and not forever:
             return
         async with anyio.create_task_group() as tg:
             for _ in range(self.cfg.partitions):
                 tg.start_soon(self._work)
-            stop_wait = asyncio.ensure_future(self.stopping.wait())
-            idle_wait = asyncio.ensure_future(self.idle.wait())
+            waits = [asyncio.ensure_future(self.stopping.wait())]
+            if not forever:
+                waits.append(asyncio.ensure_future(self.idle.wait()))
             try:
-                await asyncio.wait([stop_wait, idle_wait], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                stop_wait.cancel()
-                idle_wait.cancel()
+                for w in waits:
+                    w.cancel()
             if self.stopping.is_set() and self.in_flight:
                 self.summary.interrupted = self.summary.fatal is None
                 with anyio.move_on_after(grace_seconds):
@@ -178,7 +201,7 @@ async def backfill(cfg: Config, first_hour: datetime, last_hour: datetime,
         if runner_hook is not None:
             runner_hook(runner)
         now = clock()
-        plan = plan_for_config(cfg, first_hour, last_hour, now, runner.is_done)
+        plan = plan_for_config(cfg, first_hour, last_hour, now, runner.done_snapshot())
         runner.summary.not_due = plan.not_due
         runner.summary.expired = plan.expired
         runner.summary.already_done = plan.already_done

@@ -1,4 +1,4 @@
-"""The command line: ``gio-downloader backfill|status|simulate``.
+"""The command line: ``gio-downloader backfill|run|status|demo|simulate``.
 
 Exit codes: 0 all done; 1 some partitions failed (a summary says which and why); 2 usage or
 configuration error (one line on stderr, nothing written).
@@ -12,7 +12,7 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -20,8 +20,8 @@ import structlog
 
 from downloader import __version__
 from downloader.checkpoint import Checkpoint, CheckpointError
+from downloader.clock import Clock, clock_from_env
 from downloader.config import Config, ConfigError, check_writable, load_config
-from downloader.constants import BEIJING
 from downloader.logs import setup_logging
 from downloader.partitions import parse_hour, window
 from downloader.progress import report_progress
@@ -40,10 +40,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
-def system_clock() -> datetime:
-    return datetime.now(BEIJING)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gio-downloader",
                      description="Download GrowingIO raw-data exports (/v2/insights).")
@@ -60,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="last Beijing hour (inclusive; default: now)")
     bf.add_argument("--log-format", choices=("auto", "json", "console"),
                     help="override log.format")
+
+    rn = sub.add_parser("run", help="the daemon: catch up, then download each partition as it "
+                                    "becomes due")
+    rn.add_argument("-c", "--config", required=True, help="YAML configuration file")
+    rn.add_argument("--log-format", choices=("auto", "json", "console"),
+                    help="override log.format")
+
+    dm = sub.add_parser("demo", help="backfill a few hours from the bundled simulator into "
+                                     "./gio-demo-data (no credentials needed)")
+    dm.add_argument("--dir", default="gio-demo-data", help="where to put data and checkpoint")
+    dm.add_argument("--hours", type=int, default=3, help="how many hours to download")
 
     st = sub.add_parser("status", help="show done / pending / failed partitions")
     st.add_argument("-c", "--config", required=True, help="YAML configuration file")
@@ -107,7 +114,8 @@ def preflight(cfg: Config) -> None:
         check_writable(cfg.storage.local_root, "storage.url", is_dir=True)
 
 
-def _install_signals(stopping: asyncio.Event) -> None:
+def _install_signals(stopping: asyncio.Event, main: asyncio.Task[Any]) -> list[int]:
+    """First SIGINT/SIGTERM: stop taking work, let in-flight parts finish. Second: at once."""
     loop = asyncio.get_running_loop()
     hits = {"n": 0}
 
@@ -119,11 +127,11 @@ def _install_signals(stopping: asyncio.Event) -> None:
             stopping.set()
         else:
             log.warning("stopping now; partial parts stay resumable", signal=signame)
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
+            main.cancel()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig.name)
+    return [signal.SIGINT, signal.SIGTERM]
 
 
 def _print_summary(summary: Any) -> None:
@@ -141,24 +149,31 @@ def _print_summary(summary: Any) -> None:
               file=sys.stderr)
 
 
-async def _backfill_async(cfg: Config, first: datetime, last: datetime,
-                          clock: Callable[[], datetime]) -> int:
-    from downloader.app import backfill
+async def backfill_and_report(cfg: Config, first: datetime, last: datetime,
+                              clock: Clock) -> int:
+    """Run a backfill with signals, a progress reporter and the closing summary."""
+    from downloader.app import Summary, backfill
 
     stopping = asyncio.Event()
-    _install_signals(stopping)
+    main = asyncio.current_task()
+    assert main is not None
+    signals = _install_signals(stopping, main)
     progress_holder: list[asyncio.Task[None]] = []
 
     def hook(runner: Any) -> None:
         progress_holder.append(asyncio.create_task(report_progress(runner.stats)))
 
     try:
-        summary = await backfill(cfg, first, last, clock, stopping, runner_hook=hook)
+        summary = await backfill(cfg, first, last, clock.now, stopping, runner_hook=hook)
+    except asyncio.CancelledError:
+        summary = Summary(interrupted=True)
     finally:
         for task in progress_holder:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for sig in signals:
+            asyncio.get_running_loop().remove_signal_handler(sig)
     _print_summary(summary)
     if summary.fatal:
         return EXIT_USAGE if summary.fatal_is_config else EXIT_FAILED
@@ -167,20 +182,41 @@ async def _backfill_async(cfg: Config, first: datetime, last: datetime,
     return EXIT_OK
 
 
-def cmd_backfill(args: argparse.Namespace, clock: Callable[[], datetime]) -> int:
+def cmd_backfill(args: argparse.Namespace, clock: Clock) -> int:
     cfg = load_config(args.config)
-    first, last = _range(args, cfg, clock())
+    first, last = _range(args, cfg, clock.now())
     preflight(cfg)
     setup_logging(args.log_format or cfg.log_format, cfg.log_level, cfg.secrets)
-    return run_async(_backfill_async(cfg, first, last, clock))
+    return run_async(backfill_and_report(cfg, first, last, clock))
 
 
-def cmd_status(args: argparse.Namespace, clock: Callable[[], datetime]) -> int:
+def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
+    from downloader.daemon import Daemon
+
+    cfg = load_config(args.config)
+    preflight(cfg)
+    setup_logging(args.log_format or cfg.log_format, cfg.log_level, cfg.secrets)
+
+    async def daemon() -> int:
+        return await Daemon(cfg, clock).run()
+
+    return run_async(daemon())
+
+
+def cmd_demo(args: argparse.Namespace, clock: Clock) -> int:
+    from downloader.demo import run_demo
+
+    if args.hours < 1 or args.hours > 48:
+        raise UsageError("gio-downloader demo: --hours must be between 1 and 48")
+    return run_demo(args.dir, args.hours, clock)
+
+
+def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
     from downloader.status import build_status, format_status
 
     cfg = load_config(args.config)
     with Checkpoint(cfg.checkpoint, readonly=True) as checkpoint:
-        report = build_status(cfg, checkpoint, clock())
+        report = build_status(cfg, checkpoint, clock.now())
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
@@ -214,11 +250,19 @@ def run_async(coro: Any) -> int:
     return int(uvloop.run(coro))
 
 
-def main(argv: Sequence[str] | None = None, clock: Callable[[], datetime] = system_clock) -> int:
+def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        try:
+            clock = clock or clock_from_env()
+        except ValueError as exc:
+            raise UsageError(f"gio-downloader: {exc}") from None
         if args.command == "backfill":
             return cmd_backfill(args, clock)
+        if args.command == "run":
+            return cmd_run(args, clock)
+        if args.command == "demo":
+            return cmd_demo(args, clock)
         if args.command == "status":
             return cmd_status(args, clock)
         if args.command == "simulate":

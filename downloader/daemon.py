@@ -1,0 +1,232 @@
+"""``gio-downloader run``: catch up, then download each partition as it becomes due, forever.
+
+Signals: SIGTERM/SIGINT stop taking new work and give in-flight parts the grace period
+(a second signal stops at once; partial parts stay resumable); SIGHUP reloads the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import time
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import structlog
+
+from downloader.app import Runner
+from downloader.clock import Clock, sleep_until
+from downloader.config import Config, ConfigError, load_config
+from downloader.logs import REDACTOR
+from downloader.partitions import (
+    DAY,
+    HOUR,
+    Period,
+    floor_day,
+    floor_hour,
+    next_due,
+    window,
+)
+from downloader.progress import progress_text, report_progress
+from downloader.scheduler import plan_for_config
+from downloader.sdnotify import Notifier, watchdog_loop
+from downloader.stats import Stats
+from downloader.status import build_status
+
+log = structlog.get_logger("gio.daemon")
+
+# Look at the plan again at least this often (real seconds), even when nothing is due: failed
+# partitions come back after their cool-down, and a stepped system clock is noticed.
+RESCAN_SECONDS = 60.0
+HEARTBEAT_SECONDS = 1.0
+# /healthz and the systemd watchdog call the daemon wedged after this long without a heartbeat.
+STALE_HEARTBEAT_SECONDS = 30.0
+# Settings a reload cannot change in a running process.
+_RESTART_ONLY = ("api", "storage", "checkpoint", "downloads", "partitions", "health_listen",
+                 "log_format", "shutdown_grace_seconds")
+
+
+class Daemon:
+    def __init__(self, cfg: Config, clock: Clock, notifier: Notifier | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.notifier = notifier or Notifier()
+        self.runner = Runner(cfg, clock.now, keep_summary=False)
+        self.wake = asyncio.Event()
+        self.last_beat = time.monotonic()
+        self._signals = 0
+        self._api_probe: tuple[float, bool, str] | None = None
+
+    # --- HealthSource --------------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        return self.runner.stats
+
+    def status_report(self) -> dict[str, Any]:
+        assert self.runner.checkpoint is not None
+        return build_status(self.cfg, self.runner.checkpoint, self.clock.now())
+
+    def heartbeat_age(self) -> float:
+        return time.monotonic() - self.last_beat
+
+    async def readiness(self) -> list[tuple[str, bool, str]]:
+        checks: list[tuple[str, bool, str]] = [("config", True, f"loaded from {self.cfg.path}")]
+        try:
+            assert self.runner.storage is not None
+            await self.runner.storage.check()
+            checks.append(("storage", True, "writable"))
+        except Exception as exc:  # any failure means not ready; the detail says which
+            checks.append(("storage", False, str(exc)))
+        checks.append(("api", *await self._api_reachable()))
+        return checks
+
+    async def _api_reachable(self) -> tuple[bool, str]:
+        """A TCP connection to the API host (cached for 30 s): it costs no API call."""
+        now = time.monotonic()
+        if self._api_probe and now - self._api_probe[0] < 30:
+            return self._api_probe[1], self._api_probe[2]
+        url = urlsplit(self.cfg.api.base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, port), 5)
+            writer.close()
+            result = (True, f"{url.hostname}:{port} reachable")
+        except (OSError, TimeoutError) as exc:
+            result = (False, f"{url.hostname}:{port} unreachable: {exc.__class__.__name__}")
+        self._api_probe = (now, *result)
+        return result
+
+    # --- loops ---------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self.last_beat = time.monotonic()
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    def scan(self) -> int:
+        """Queue every due partition in the retention window that is not done (oldest first),
+        skipping jobs already queued and failed ones still cooling down."""
+        now = self.clock.now()
+        first, last = window(now, self.cfg.lags)
+        plan = plan_for_config(self.cfg, first, last, now, self.runner.done_snapshot())
+        cooldown = 2 * self.cfg.retry.max_backoff_seconds
+        queued = 0
+        for job in plan.jobs:
+            failed = self.runner.failed_at.get((job.ai, job.period))
+            if failed is not None and time.monotonic() - failed < cooldown:
+                continue
+            queued += self.runner.submit(job)
+        if queued:
+            log.info("partitions due", jobs=queued, oldest=str(plan.jobs[0].period),
+                     newest=str(plan.jobs[-1].period))
+        return queued
+
+    def next_wake(self) -> Any:
+        now = self.clock.now()
+        hour, day = floor_hour(now), floor_day(now)
+        candidates = [Period(hour + i * HOUR, "hour") for i in range(-3, 2)]
+        candidates += [Period(day + i * DAY, "day") for i in range(-2, 1)]
+        types = {t for p in self.cfg.projects for t in p.export_types}
+        due = next_due([p for p in candidates if p.export_type in types], now, self.cfg.lags)
+        return due or now + timedelta(hours=1)
+
+    async def _schedule(self) -> None:
+        while not self.runner.stopping.is_set():
+            self.scan()
+            self.wake.clear()
+            moment = self.next_wake()
+            log.debug("sleeping until the next partition is due", until=moment.isoformat())
+            await sleep_until(self.clock, moment, self.wake, RESCAN_SECONDS)
+
+    async def _status_to_systemd(self) -> None:
+        while True:
+            await asyncio.sleep(10)
+            self.notifier.status(progress_text(self.runner.stats))
+
+    # --- signals -------------------------------------------------------------------------------
+
+    def on_stop_signal(self, signame: str, main: asyncio.Task[Any]) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.warning("stopping: finishing in-flight work", signal=signame,
+                        grace_seconds=self.cfg.shutdown_grace_seconds)
+            self.notifier.stopping()
+            self.runner.stopping.set()
+        else:
+            log.warning("stopping now; partial parts stay resumable", signal=signame)
+            main.cancel()
+
+    def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = load_config(self.cfg.path)
+        except ConfigError as exc:
+            log.error("config reload failed; keeping the running config", error=str(exc))
+            self.notifier.ready()
+            return
+        ignored = [k for k in _RESTART_ONLY if getattr(new, k) != getattr(self.cfg, k)]
+        merged = dataclasses.replace(self.cfg, projects=new.projects, lags=new.lags,
+                                     retry=new.retry, verify=new.verify,
+                                     log_level=new.log_level)
+        REDACTOR.set_secrets((*self.cfg.secrets, *new.secrets))
+        self.cfg = merged
+        self.runner.cfg = merged
+        if self.runner.worker is not None:
+            self.runner.worker.cfg = merged
+        log.info("config reloaded", projects=[p.ai for p in merged.projects],
+                 restart_needed_for=ignored or None)
+        self.wake.set()
+        self.notifier.ready()
+
+    # --- main ----------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        from downloader.health import HealthServer
+
+        main = asyncio.current_task()
+        assert main is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.on_stop_signal, sig.name, main)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        health: HealthServer | None = None
+        try:
+            async with self.runner:
+                if self.cfg.health_listen:
+                    health = HealthServer(self.cfg.health_listen, self,
+                                          stale_after=STALE_HEARTBEAT_SECONDS)
+                    await health.start()
+                    log.info("health listener", url=health.url)
+                log.info("daemon started", projects=[p.ai for p in self.cfg.projects],
+                         checkpoint=str(self.cfg.checkpoint))
+                self.notifier.ready("catching up")
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._heartbeat)
+                    tg.start_soon(self._schedule)
+                    tg.start_soon(report_progress, self.runner.stats, 0.5, 60.0)
+                    tg.start_soon(self._status_to_systemd)
+                    tg.start_soon(watchdog_loop, self.notifier,
+                                  lambda: self.heartbeat_age() < STALE_HEARTBEAT_SECONDS)
+                    await self.runner.drain(self.cfg.shutdown_grace_seconds, forever=True)
+                    tg.cancel_scope.cancel()
+        except asyncio.CancelledError:
+            if self._signals < 2:
+                raise
+            log.warning("stopped at once")
+        finally:
+            if health is not None:
+                with anyio.CancelScope(shield=True):
+                    await health.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        summary = self.runner.summary
+        if summary.fatal:
+            log.error("stopped", reason=summary.fatal)
+            return 2 if summary.fatal_is_config else 1
+        log.info("stopped cleanly")
+        return 0
+
+
