@@ -118,6 +118,7 @@ class Worker:
         self.stats = stats
         self.clock = clock
         self.slots = asyncio.Semaphore(cfg.downloads)
+        self._counted: set[PartitionKey] = set()  # partitions whose parts are in stats totals
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
         kill = os.environ.get(KILL_AFTER_BYTES_ENV)
         self._kill_after = int(kill) if kill and kill.isdigit() else None
@@ -191,12 +192,14 @@ class Worker:
                               export_date: str, fetched_at: str) -> None:
         await self.storage.write_success(key, manifest(key, parts, export_date, fetched_at))
         self.checkpoint.done(key)
+        self._counted.discard(key)
         self.stats.partitions_done += 1
         log.info("partition done", partition=str(key), parts=len(parts),
                  bytes=sum(p.size for p in parts), location=self.storage.location(key))
 
     async def _download(self, job: Job, insights: Insights, state: JobState) -> Outcome:
-        fetched_at = datetime.now(UTC).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        fetched_at: dict[PartitionKey, str] = {}
 
         async def refetch() -> Insights:
             return await self._fetch_finished(job)
@@ -211,9 +214,10 @@ class Worker:
                 # The export was rebuilt with another number of parts: positions changed.
                 self.checkpoint.forget_parts(key)
             if row is None or row.parts_total != count or not row.fetched_at:
-                self.checkpoint.started(key, count, insights.export_date, fetched_at)
+                self.checkpoint.started(key, count, insights.export_date, now)
+                fetched_at[key] = now
             else:
-                fetched_at = row.fetched_at
+                fetched_at[key] = row.fetched_at
             known = self.checkpoint.parts(key)
             finished[key] = {}
             for index, part in known.items():
@@ -221,8 +225,10 @@ class Worker:
                     finished[key][index] = part
                     self.stats.parts_recovered += 1
             todo[key] = [i for i in range(count) if i not in finished[key]]
-            self.stats.parts_total += count
-            self.stats.parts_done += len(finished[key])
+            if key not in self._counted:  # a retried job is counted once
+                self._counted.add(key)
+                self.stats.parts_total += count
+                self.stats.parts_done += len(finished[key])
         failures: dict[PartitionKey, str] = {}
         fatal: list[StopRun] = []
 
@@ -247,9 +253,8 @@ class Worker:
         for key in job.keys():
             if key in failures:
                 continue
-            row = self.checkpoint.get(key)
             await self._seal_partition(key, list(finished[key].values()), insights.export_date,
-                                       row.fetched_at if row and row.fetched_at else fetched_at)
+                                       fetched_at[key])
         if failures:
             state.attempts += 1
             reason = "; ".join(f"{k.data_type}: {r}" for k, r in failures.items())
