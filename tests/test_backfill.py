@@ -52,6 +52,11 @@ def test_multi_day_backfill_is_byte_exact(tmp_path: Path, start_sim) -> None:
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert any(e["event"] == "partition done" for e in lines)
     assert TOKEN not in result.stdout + result.stderr
+    # Nor does the checkpoint, the output, or the signed links' query strings anywhere.
+    for path in [*root.rglob("_SUCCESS"), *(tmp_path / "state").iterdir()]:
+        data = path.read_bytes()
+        assert TOKEN.encode() not in data and b"Signature=" not in data, path
+    assert "Signature=" not in result.stdout + result.stderr
     # A second run finds everything done and asks the API nothing.
     calls_before = len(sim.stats.api_calls)
     again = run_cli("backfill", "-c", str(cfg), "--from", first, "--to", last)
