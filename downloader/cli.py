@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -241,8 +244,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# glibc gives each thread that allocates its own malloc arena (up to 8 per core); with a
+# download per thread pool worker, freed 1 MiB blocks then stay spread over many arenas and the
+# peak RSS grows by tens of MB. Two arenas keep it flat at no measurable cost.
+_M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas() -> None:
+    if "MALLOC_ARENA_MAX" in os.environ:  # the user chose
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 def run_async(coro: Any) -> int:
     """Run on uvloop where it is installed (the downloader's hot path is the event loop)."""
+    limit_malloc_arenas()
     try:
         import uvloop
     except ImportError:

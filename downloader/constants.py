@@ -47,8 +47,13 @@ DEFAULT_MAX_ATTEMPTS = 8
 # overhead (an executor hop, a hash update, an inflate call) negligible; 64 KiB writes through
 # aiofiles cost about 3x the throughput on a 2-core machine.
 IO_BLOCK_BYTES = 1024 * 1024
-# aiohttp's per-connection read buffer; big enough that one read returns a whole block.
-READ_BUFFER_BYTES = 4 * 1024 * 1024
+# aiohttp's per-connection read buffer (it pauses the socket at twice this): one block, so
+# memory per download stays a few MiB whatever the part size.
+READ_BUFFER_BYTES = 1024 * 1024
+
+# Start the disk writeback of a part every so many bytes instead of leaving it all to the fsync at
+# the end: the disk then works while the network does, not after it.
+WRITEBACK_BYTES = 8 * 1024 * 1024
 
 DEFAULT_DOWNLOAD_CONCURRENCY = 8
 DEFAULT_PARTITION_CONCURRENCY = 4

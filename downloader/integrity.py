@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 
 # Bound on the output of one inflate call, so a highly compressible block cannot balloon memory.
-_MAX_INFLATE_OUTPUT = 4 * 1024 * 1024
+_MAX_INFLATE_OUTPUT = 256 * 1024
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
@@ -28,8 +28,8 @@ class GzipVerifier:
         self.members = 0
         self.inflated_bytes = 0
 
-    def feed(self, data: bytes) -> None:
-        buf = data
+    def feed(self, data: bytes | memoryview) -> None:
+        buf: bytes | memoryview = data
         try:
             while buf:
                 self._in_member = True

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import structlog
 
+MIN_SECRET_LENGTH = 6
 _URL_QUERY = re.compile(r"(https?://[^\s?\"'<>]+)\?[^\s\"'<>]*")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -27,8 +28,11 @@ class Redactor:
         self.set_secrets(secrets)
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret that contains another is replaced whole.
-        self.secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
+        # Longest first, so a secret that contains another is replaced whole. A "secret" of a
+        # few characters (a test token like "t") would mangle every word that contains it and
+        # protects nothing: real tokens are long.
+        self.secrets = tuple(sorted((s for s in secrets if len(s) >= MIN_SECRET_LENGTH),
+                                    key=len, reverse=True))
 
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):

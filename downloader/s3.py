@@ -26,7 +26,7 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -228,7 +228,7 @@ class S3PartSink:
         self._md5.update(data)
         self._buf.append(data)
         if self._gz is not None:
-            self._gz.feed(cast(bytes, data))  # zlib takes any buffer; no copy wanted here
+            self._gz.feed(data)  # zlib takes any buffer: no copy
 
     async def _drain(self) -> None:
         pending, self._absorbing = self._absorbing, None

@@ -1,0 +1,120 @@
+"""Scheduling micro-benchmark, in one process (``time.perf_counter``, medians):
+100 projects x 10 data types x hour+day over the 15-day window, every due partition done.
+
+- ``plan``: ``scheduler.plan_jobs`` with a ready-made set of done keys (must plan 0 jobs);
+- ``done_keys``: ``Checkpoint.done_keys()`` reading that set back from a real SQLite checkpoint
+  (what ``backfill`` and the daemon do before planning), then once both together.
+
+Prints one JSON object. Run from the repository root: ``python bench/sched.py [--projects N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from downloader.checkpoint import Checkpoint  # noqa: E402
+from downloader.config import ProjectConfig  # noqa: E402
+from downloader.constants import ALL_DATA_TYPES, BEIJING  # noqa: E402
+from downloader.partitions import (  # noqa: E402
+    Lags,
+    PartitionKey,
+    periods_in_range,
+    split_due,
+    window,
+)
+from downloader.scheduler import plan_jobs  # noqa: E402
+
+# A fixed "now" (minutes past the hour, like a real daemon wake-up) keeps the count stable.
+NOW = datetime(2026, 11, 20, 10, 47, tzinfo=BEIJING)
+
+
+def _median(values: list[float]) -> float:
+    s = sorted(values)
+    return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+
+
+def _times(fn: object, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()  # type: ignore[operator]
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--projects", type=int, default=100)
+    ap.add_argument("--days", type=float, default=15)
+    ap.add_argument("--repeat", type=int, default=5, help="runs of plan_jobs")
+    ap.add_argument("--repeat-db", type=int, default=3,
+                    help="runs of Checkpoint.done_keys() (several seconds each)")
+    args = ap.parse_args()
+
+    lags = Lags()
+    projects = [ProjectConfig(f"bench{i:04d}", ALL_DATA_TYPES, ("hour", "day"))
+                for i in range(args.projects)]
+    first, last = window(NOW, lags, args.days)
+    done: set[PartitionKey] = set()
+    for p in projects:
+        due, _, _ = split_due(periods_in_range(first, last, p.export_types), NOW, lags)
+        done.update(PartitionKey(p.ai, t, period) for period in due for t in p.data_types)
+
+    result: dict[str, object] = {
+        "projects": len(projects), "data_types": len(ALL_DATA_TYPES),
+        "export_types": ["hour", "day"], "days": args.days, "now": NOW.isoformat(),
+        "first_hour": first.isoformat(), "last_hour": last.isoformat(),
+        "done_partitions": len(done), "repeat": args.repeat, "repeat_db": args.repeat_db,
+    }
+
+    plans = []
+    t_plan = _times(lambda: plans.append(
+        plan_jobs(projects, first, last, NOW, lags, done.__contains__)), args.repeat)
+    plan = plans[-1]
+    result["plan_jobs_s"] = {"median": round(_median(t_plan), 4), "all": [round(t, 4)
+                                                                         for t in t_plan]}
+    result["plan_jobs_planned"] = len(plan.jobs)
+    result["plan_already_done"] = plan.already_done
+
+    with tempfile.TemporaryDirectory(prefix="gio-bench-ckpt-") as tmp:
+        path = Path(tmp) / "checkpoint.db"
+        with Checkpoint(path) as cp:
+            t0 = time.perf_counter()
+            db = getattr(cp, "_db", None)  # one transaction when the connection is reachable
+            if db is not None:
+                db.execute("BEGIN")
+            for key in done:
+                cp.done(key)
+            if db is not None:
+                db.execute("COMMIT")
+            result["checkpoint_insert_s"] = round(time.perf_counter() - t0, 3)
+            result["checkpoint_insert_one_transaction"] = db is not None
+            result["checkpoint_bytes"] = path.stat().st_size
+        with Checkpoint(path, readonly=True) as cp:
+            sets: list[set[PartitionKey]] = []
+            t_done = _times(lambda: sets.append(cp.done_keys()), args.repeat_db)
+            from_db = sets[-1]
+            result["done_keys_s"] = {"median": round(_median(t_done), 4),
+                                     "all": [round(t, 4) for t in t_done]}
+            result["done_keys_rows"] = len(from_db)
+            result["done_keys_matches"] = from_db == done
+            t_both = _times(lambda: plan_jobs(projects, first, last, NOW, lags,
+                                              cp.done_keys().__contains__), 1)
+            result["done_keys_plus_plan_s"] = {"median": round(_median(t_both), 4),
+                                               "all": [round(t, 4) for t in t_both]}
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
