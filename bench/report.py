@@ -175,10 +175,10 @@ def targets(res: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
                 f"all-types {_fmt(worst[0])}, single-type {_fmt(worst[1])} per period"))
     sch = res.get("scheduling", {})
     plan = sch.get("plan_jobs_s", {}).get("median")
-    both = sch.get("done_keys_plus_plan_s", {}).get("median")
+    both = sch.get("done_set_plus_plan_s", {}).get("median")
     out.append(("scheduling < 1 s, 100 projects (plan_jobs)", None if plan is None else plan < 1,
                 f"{_fmt(plan, '.3f')} s"))
-    out.append(("  same, with Checkpoint.done_keys() as backfill/run do",
+    out.append(("  same, with Checkpoint.done_set() as backfill/run do",
                 None if both is None else both < 1, f"{_fmt(both, '.3f')} s"))
     return out
 
@@ -278,11 +278,11 @@ def table(res: dict[str, Any]) -> str:
                      f"partitions)")
         lines.append(f"  {'plan_jobs (done set given)':<36} {sch['plan_jobs_s']['median']:.3f} s "
                      f"(median of {sch['repeat']}) -> {sch['plan_jobs_planned']} jobs")
-        lines.append(f"  {'Checkpoint.done_keys()':<36} {sch['done_keys_s']['median']:.3f} s "
+        lines.append(f"  {'Checkpoint.done_set()':<36} {sch['done_set_s']['median']:.3f} s "
                      f"(median of {sch.get('repeat_db', sch['repeat'])}, "
-                     f"{sch['done_keys_rows']:,} rows)")
-        lines.append(f"  {'done_keys + plan_jobs':<36} "
-                     f"{sch['done_keys_plus_plan_s']['median']:.3f} s")
+                     f"{sch['done_set_rows']:,} rows)")
+        lines.append(f"  {'done_set + plan_jobs':<36} "
+                     f"{sch['done_set_plus_plan_s']['median']:.3f} s")
         lines.append(f"  {'checkpoint insert (one transaction)':<36} "
                      f"{sch['checkpoint_insert_s']:.2f} s")
     elif sch:

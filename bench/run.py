@@ -371,8 +371,8 @@ def sched_section(ctx: Ctx) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(done.stdout)
     say(f"  {result['done_partitions']} done partitions: plan_jobs "
         f"{result['plan_jobs_s']['median']:.3f} s ({result['plan_jobs_planned']} jobs), "
-        f"Checkpoint.done_keys {result['done_keys_s']['median']:.3f} s, both "
-        f"{result['done_keys_plus_plan_s']['median']:.3f} s")
+        f"Checkpoint.done_set {result['done_set_s']['median']:.3f} s, both "
+        f"{result['done_set_plus_plan_s']['median']:.3f} s")
     return result
 
 

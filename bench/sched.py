@@ -2,7 +2,7 @@
 100 projects x 10 data types x hour+day over the 15-day window, every due partition done.
 
 - ``plan``: ``scheduler.plan_jobs`` with a ready-made set of done keys (must plan 0 jobs);
-- ``done_keys``: ``Checkpoint.done_keys()`` reading that set back from a real SQLite checkpoint
+- ``done_set``: ``Checkpoint.done_set()`` reading that set back from a real SQLite checkpoint
   (what ``backfill`` and the daemon do before planning), then once both together.
 
 Prints one JSON object. Run from the repository root: ``python bench/sched.py [--projects N]``.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from downloader.checkpoint import Checkpoint  # noqa: E402
+from downloader.checkpoint import Checkpoint, DoneSet  # noqa: E402
 from downloader.config import ProjectConfig  # noqa: E402
 from downloader.constants import ALL_DATA_TYPES, BEIJING  # noqa: E402
 from downloader.partitions import (  # noqa: E402
@@ -57,7 +57,7 @@ def main() -> int:
     ap.add_argument("--days", type=float, default=15)
     ap.add_argument("--repeat", type=int, default=5, help="runs of plan_jobs")
     ap.add_argument("--repeat-db", type=int, default=3,
-                    help="runs of Checkpoint.done_keys() (several seconds each)")
+                    help="runs of Checkpoint.done_set() ")
     args = ap.parse_args()
 
     lags = Lags()
@@ -69,6 +69,7 @@ def main() -> int:
         due, _, _ = split_due(periods_in_range(first, last, p.export_types), NOW, lags)
         done.update(PartitionKey(p.ai, t, period) for period in due for t in p.data_types)
 
+    done_set = DoneSet.from_keys(done)
     result: dict[str, object] = {
         "projects": len(projects), "data_types": len(ALL_DATA_TYPES),
         "export_types": ["hour", "day"], "days": args.days, "now": NOW.isoformat(),
@@ -78,7 +79,7 @@ def main() -> int:
 
     plans = []
     t_plan = _times(lambda: plans.append(
-        plan_jobs(projects, first, last, NOW, lags, done.__contains__)), args.repeat)
+        plan_jobs(projects, first, last, NOW, lags, done_set)), args.repeat)
     plan = plans[-1]
     result["plan_jobs_s"] = {"median": round(_median(t_plan), 4), "all": [round(t, 4)
                                                                          for t in t_plan]}
@@ -100,16 +101,17 @@ def main() -> int:
             result["checkpoint_insert_one_transaction"] = db is not None
             result["checkpoint_bytes"] = path.stat().st_size
         with Checkpoint(path, readonly=True) as cp:
-            sets: list[set[PartitionKey]] = []
-            t_done = _times(lambda: sets.append(cp.done_keys()), args.repeat_db)
+            sets: list[DoneSet] = []
+            t_done = _times(lambda: sets.append(cp.done_set()), args.repeat_db)
             from_db = sets[-1]
-            result["done_keys_s"] = {"median": round(_median(t_done), 4),
+            result["done_set_s"] = {"median": round(_median(t_done), 4),
                                      "all": [round(t, 4) for t in t_done]}
-            result["done_keys_rows"] = len(from_db)
-            result["done_keys_matches"] = from_db == done
+            result["done_set_rows"] = len(from_db)
+            result["done_set_matches"] = len(from_db) == len(done) and all(
+                k in from_db for k in done)
             t_both = _times(lambda: plan_jobs(projects, first, last, NOW, lags,
-                                              cp.done_keys().__contains__), 1)
-            result["done_keys_plus_plan_s"] = {"median": round(_median(t_both), 4),
+                                              cp.done_set()), 1)
+            result["done_set_plus_plan_s"] = {"median": round(_median(t_both), 4),
                                                "all": [round(t, 4) for t in t_both]}
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result))

@@ -15,7 +15,7 @@ import structlog
 
 from downloader import __version__
 from downloader.api import InsightsClient
-from downloader.checkpoint import Checkpoint
+from downloader.checkpoint import Checkpoint, DoneSet
 from downloader.config import Config
 from downloader.constants import READ_BUFFER_BYTES
 from downloader.partitions import Job, PartitionKey, Period
@@ -104,10 +104,10 @@ class Runner:
         row = self.checkpoint.get(key)
         return row is not None and row.state == "done"
 
-    def done_snapshot(self) -> Callable[[PartitionKey], bool]:
-        """One read of the checkpoint for planning: a set lookup per partition."""
+    def done_snapshot(self) -> DoneSet:
+        """One read of the checkpoint for planning."""
         assert self.checkpoint is not None
-        return self.checkpoint.done_keys().__contains__
+        return self.checkpoint.done_set()
 
     def submit(self, job: Job, delay: float = 0.0) -> bool:
         """Queue a job unless the same project period is already queued or running."""

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from downloader.checkpoint import DoneSet
 from downloader.config import Config, ProjectConfig
 from downloader.partitions import (
     Job,
     Lags,
-    PartitionKey,
     Period,
     periods_in_range,
     split_due,
@@ -36,23 +36,38 @@ class Plan:
 
 
 def plan_jobs(projects: Iterable[ProjectConfig], first_hour: datetime, last_hour: datetime,
-              now: datetime, lags: Lags, is_done: Callable[[PartitionKey], bool]) -> Plan:
+              now: datetime, lags: Lags, done: DoneSet) -> Plan:
     """Jobs for every due period of every project in ``first_hour..last_hour`` whose partitions
     are not all done, oldest first (the oldest are the first to leave the retention window)."""
     plan = Plan()
     not_due: set[Period] = set()
     expired: set[Period] = set()
+    # Projects mostly share their export types: split the range once per combination, and
+    # index the due periods by label so that "what is missing" is a set difference.
+    splits: dict[tuple[str, ...], tuple[dict[str, dict[str, Period]], list[Period],
+                                        list[Period]]] = {}
     for project in projects:
-        periods = periods_in_range(first_hour, last_hour, project.export_types)
-        due, pending, gone = split_due(periods, now, lags)
+        split = splits.get(project.export_types)
+        if split is None:
+            periods = periods_in_range(first_hour, last_hour, project.export_types)
+            due, pending, gone = split_due(periods, now, lags)
+            by_label: dict[str, dict[str, Period]] = {}
+            for period in due:
+                by_label.setdefault(period.export_type, {})[period.label] = period
+            split = splits[project.export_types] = (by_label, pending, gone)
+        by_label, pending, gone = split
         not_due.update(pending)
         expired.update(gone)
-        for period in due:
-            todo = tuple(t for t in project.data_types
-                         if not is_done(PartitionKey(project.ai, t, period)))
-            plan.already_done += len(project.data_types) - len(todo)
-            if todo:
-                plan.jobs.append(Job(project.ai, period, todo))
+        missing: dict[Period, set[str]] = {}
+        for export_type, labelled in by_label.items():
+            for data_type in project.data_types:
+                todo = labelled.keys() - done.labels(project.ai, data_type, export_type)
+                plan.already_done += len(labelled) - len(todo)
+                for label in todo:
+                    missing.setdefault(labelled[label], set()).add(data_type)
+        for period, types in missing.items():
+            plan.jobs.append(Job(project.ai, period,
+                                 tuple(t for t in project.data_types if t in types)))
     plan.jobs.sort(key=lambda j: (j.period.start, j.period.export_type, j.ai))
     plan.not_due = sorted(not_due)
     plan.expired = sorted(expired)
@@ -60,8 +75,8 @@ def plan_jobs(projects: Iterable[ProjectConfig], first_hour: datetime, last_hour
 
 
 def plan_for_config(cfg: Config, first_hour: datetime, last_hour: datetime, now: datetime,
-                    is_done: Callable[[PartitionKey], bool]) -> Plan:
-    return plan_jobs(cfg.projects, first_hour, last_hour, now, cfg.lags, is_done)
+                    done: DoneSet) -> Plan:
+    return plan_jobs(cfg.projects, first_hour, last_hour, now, cfg.lags, done)
 
 
 class DelayQueue(Generic[T]):

@@ -11,35 +11,39 @@ from downloader.partitions import PartitionKey, Period, periods_in_range, split_
 
 
 def build_status(cfg: Config, checkpoint: Checkpoint, now: datetime) -> dict[str, Any]:
-    rows: dict[PartitionKey, PartitionRow] = {r.key: r for r in checkpoint.rows()}
+    """Counts come from label sets (the metrics endpoint calls this too, so it must stay cheap
+    for hundreds of thousands of partitions); only failed partitions are read row by row."""
+    done = checkpoint.done_set()
+    failed_rows: dict[PartitionKey, PartitionRow] = {r.key: r for r in checkpoint.rows("failed")}
     first, last = window(now, cfg.lags)
+    due_labels: dict[str, set[str]] = {}
+    for export_type in ("hour", "day"):
+        due, _, _ = split_due(periods_in_range(first, last, [export_type]), now, cfg.lags)
+        due_labels[export_type] = {p.label for p in due}
     projects: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     for project in cfg.projects:
         types: list[dict[str, Any]] = []
-        complete_hours: set[Period] | None = None
+        complete_hours: set[str] | None = None
         for export_type in project.export_types:
-            due, _, _ = split_due(periods_in_range(first, last, [export_type]), now, cfg.lags)
+            labels = due_labels[export_type]
             for data_type in project.data_types:
-                counts = {"done": 0, "pending": 0, "failed": 0}
-                newest: Period | None = None
-                done_hours: set[Period] = set()
-                for period in due:
-                    row = rows.get(PartitionKey(project.ai, data_type, period))
-                    state = row.state if row and row.state in ("done", "failed") else "pending"
-                    counts[state] += 1
-                    if state == "done":
-                        newest = period if newest is None or period > newest else newest
-                        done_hours.add(period)
-                    elif state == "failed" and row is not None:
-                        failed.append({"partition": str(row.key), "error": row.last_error,
-                                       "attempts": row.attempts, "updated_at": row.updated_at})
+                done_labels = labels & done.labels(project.ai, data_type, export_type)
+                failed_here = [r for k, r in failed_rows.items()
+                               if (k.ai, k.data_type, k.period.export_type)
+                               == (project.ai, data_type, export_type)
+                               and k.period.label in labels]
+                failed.extend({"partition": str(r.key), "error": r.last_error,
+                               "attempts": r.attempts, "updated_at": r.updated_at}
+                              for r in failed_here)
                 if export_type == "hour":
-                    complete_hours = done_hours if complete_hours is None \
-                        else complete_hours & done_hours
-                types.append({"data_type": data_type, "export_type": export_type, **counts,
-                              "newest_done": newest.label if newest else None})
-        newest_hour = max(complete_hours) if complete_hours else None
+                    complete_hours = done_labels if complete_hours is None \
+                        else complete_hours & done_labels
+                types.append({"data_type": data_type, "export_type": export_type,
+                              "done": len(done_labels), "failed": len(failed_here),
+                              "pending": len(labels) - len(done_labels) - len(failed_here),
+                              "newest_done": max(done_labels) if done_labels else None})
+        newest_hour = Period.from_label("hour", max(complete_hours)) if complete_hours else None
         projects.append({
             "ai": project.ai,
             "types": types,
