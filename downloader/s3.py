@@ -173,6 +173,13 @@ class PartBuffer(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
+    def read(self, size: int = -1) -> bytes:
+        """One copy per read (RawIOBase's default makes two); aiohttp reads 256 KiB at once."""
+        end = self.size if size < 0 else min(self.size, self._pos + size)
+        data = self._map[self._pos:end] if end > self._pos else b""
+        self._pos = max(self._pos, end)
+        return data
+
     def close(self) -> None:
         if not self.closed:
             # A reader still inside readinto() (an executor read of a cancelled request) holds
