@@ -198,9 +198,6 @@ class Checkpoint:
             "WHERE state = 'done' GROUP BY ai, data_type, export_type")
         return DoneSet({(ai, dt, et): frozenset(labels.split(",")) for ai, dt, et, labels in rows})
 
-    def done_keys(self, keys: Iterable[PartitionKey] | None = None) -> set[PartitionKey]:
-        done = {r.key for r in self.rows() if r.state == "done"}
-        return done if keys is None else done & set(keys)
 
 
 class DoneSet:
