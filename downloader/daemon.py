@@ -113,10 +113,13 @@ class Daemon:
         first, last = window(now, self.cfg.lags)
         plan = plan_for_config(self.cfg, first, last, now, self.runner.done_snapshot())
         cooldown = 2 * self.cfg.retry.max_backoff_seconds
+        mono = time.monotonic()
+        # Forget failures whose cool-down is over, so the map stays small in a long-lived daemon.
+        cooling = {k: t for k, t in self.runner.failed_at.items() if mono - t < cooldown}
+        self.runner.failed_at = cooling
         queued = 0
         for job in plan.jobs:
-            failed = self.runner.failed_at.get((job.ai, job.period))
-            if failed is not None and time.monotonic() - failed < cooldown:
+            if (job.ai, job.period) in cooling:
                 continue
             queued += self.runner.submit(job)
         if queued:
