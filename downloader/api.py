@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import aiohttp
 
@@ -46,8 +46,10 @@ def insights_path(job: Job) -> str:
     return f"/v2/insights/{p.export_type}/{ai}/{p.api_date}.json"
 
 
-def parse_insights(body: Any, job: Job) -> Insights:
-    """Read a 200 answer. Raises ValueError when it does not have the documented shape."""
+def parse_insights(body: Any, job: Job, base_url: str | None = None) -> Insights:
+    """Read a 200 answer. Raises ValueError when it does not have the documented shape.
+    Links are used as given; a relative one (not seen from the vendor, but harmless to accept)
+    is resolved against ``base_url``."""
     if not isinstance(body, dict) or not isinstance(body.get("status"), str):
         raise ValueError("answer has no status field")
     raw = body.get("downloadLinks")
@@ -65,7 +67,8 @@ def parse_insights(body: Any, job: Job) -> Insights:
             value = raw.get(t) or []
             if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
                 raise ValueError(f"downloadLinks[{t}] is not a list of URLs")
-            links[t] = tuple(value)
+            links[t] = tuple(urljoin(base_url + "/", u.strip()) if base_url else u.strip()
+                             for u in value)
     return Insights(
         status=body["status"],
         links=links,
@@ -107,7 +110,7 @@ class InsightsClient:
                 return ApiOutcome(classify_api(http_status, retry_after=retry_after),
                                   http_status=http_status)
             try:
-                insights = parse_insights(json.loads(raw), job)
+                insights = parse_insights(json.loads(raw), job, self._api.base_url)
             except (ValueError, UnicodeDecodeError) as exc:
                 return ApiOutcome(_unreadable(str(exc)), http_status=200)
             status = insights.status

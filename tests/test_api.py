@@ -52,6 +52,12 @@ def test_parse_all_types_keeps_only_wanted_types_in_order() -> None:
     assert got.export_date == "2026112210"
 
 
+def test_parse_resolves_relative_links_and_keeps_absolute_ones() -> None:
+    body = {"status": "FINISHED", "downloadLinks": ["/download/a?x=1", "https://s3.test/b?y=2"]}
+    got = parse_insights(body, Job("ai1", HOUR, ("page",)), "http://api.test:8080")
+    assert got.links == {"page": ("http://api.test:8080/download/a?x=1", "https://s3.test/b?y=2")}
+
+
 @pytest.mark.parametrize("body", [
     [], {"downloadLinks": []}, {"status": "FINISHED", "downloadLinks": "x"},
     {"status": "FINISHED", "downloadLinks": {"page": [1, 2]}},
