@@ -303,29 +303,29 @@ class Worker:
             while True:
                 generation, url = links.get(key.data_type, index)
                 start = sink.offset
+                # The slot is held until the part is sealed, not just downloaded: a part whose
+                # tail is still being fsynced or uploaded keeps its buffers, so it must count
+                # against concurrency.downloads (else slow storage lets them pile up).
                 async with self.slots:
+                    expected: int | None = None
+                    stored: StoredPart | None = None
                     try:
                         decision, expected = await self._fetch_into(url, sink)
-                    except CorruptPart as exc:
-                        log.warning("corrupt part", partition=str(key), part=index,
-                                    error=str(exc))
-                        decision, expected = classify_download(None, corrupt=True), None
-                if expected is not None and not sized:
-                    self.stats.bytes_expected += expected
-                    sized = True
-                if decision.action is Action.DOWNLOAD:
-                    try:
-                        stored = await sink.finish(expected)
+                        if decision.action is Action.DOWNLOAD:
+                            stored = await sink.finish(expected)
                     except CorruptPart as exc:
                         log.warning("corrupt part", partition=str(key), part=index,
                                     error=str(exc))
                         decision = classify_download(None, corrupt=True)
-                    else:
-                        # Durable under the temporary name: record, then publish.
-                        self.checkpoint.part_done(key, stored)
-                        await sink.publish()
-                        self.stats.parts_done += 1
-                        return stored
+                if expected is not None and not sized:
+                    self.stats.bytes_expected += expected
+                    sized = True
+                if stored is not None:
+                    # Durable under the temporary name: record, then publish.
+                    self.checkpoint.part_done(key, stored)
+                    await sink.publish()
+                    self.stats.parts_done += 1
+                    return stored
                 if sink.offset <= start or decision.action is Action.REFETCH:
                     failures += 1
                 if failures >= self.cfg.retry.max_attempts:
