@@ -1,12 +1,10 @@
 """S3 (and S3-compatible) storage: the same layout and ``_SUCCESS`` manifests as local storage,
-under ``s3://bucket/prefix``.
+under ``s3://bucket/prefix``. How one part streams into a multipart upload is in
+:mod:`downloader.s3parts`; this module has the client, the start-up checks and the operations.
 
-Each part streams into a multipart upload of 8 MiB parts, each sent with its Content-MD5 so the
-server checks every byte it stores. At most one UploadPart is in flight per part, so memory is
-one buffer per download plus, within a budget shared by the storage, a second one filling while
-the first uploads: bounded whatever the part's size. The object appears only when the upload
-completes, after the size and gzip checks (``finish``); the worker then records the part in the
-checkpoint. A part smaller than one buffer is sent with one PutObject instead.
+Every request that carries data carries a checksum the server verifies (CRC32 where the start-up
+probe shows the server checks it, else Content-MD5), so a byte changed on the way is refused, and
+each object's size is compared after it is written.
 
 Resume: incomplete multipart uploads cannot be read back, so the SHA-256 and gzip state of the
 bytes they hold is lost with the process. A restart therefore aborts them (a sweep at start-up,
@@ -17,11 +15,7 @@ behind to cost money. Credentials come from the standard AWS chain only, never f
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import io
-import mmap
 import os
 import uuid
 from collections.abc import Awaitable, Callable
@@ -46,8 +40,9 @@ from downloader import __version__
 from downloader.checkpoint import StoredPart
 from downloader.config import StorageConfig
 from downloader.constants import SUCCESS_NAME
-from downloader.integrity import CorruptPart, GzipVerifier
+from downloader.integrity import CorruptPart
 from downloader.partitions import PartitionKey
+from downloader.s3parts import CRC32, MD5, PART_BYTES, Checksum, PartBuffer, S3PartSink
 from downloader.storage import (
     PartSink,
     StorageError,
@@ -58,10 +53,6 @@ from downloader.storage import (
 
 log = structlog.get_logger("gio.s3")
 
-# S3 needs every part of a multipart upload but the last to be at least 5 MiB (AWS documents
-# 5 MiB-5 GiB and at most 10,000 parts; SeaweedFS enforces the same minimum). 8 MiB parts make a
-# ~64 MB export part 8 UploadParts and bound memory to two 8 MiB buffers per download.
-PART_BYTES = 8 * 1024 * 1024
 # For a custom endpoint the region is only a signing name; S3-compatible servers accept this one.
 DEFAULT_REGION = "us-east-1"
 # Retries of one S3 request (botocore's "standard" mode: throttling, 5xx, resets, timeouts).
@@ -70,8 +61,6 @@ MAX_ATTEMPTS = 5
 CHECK_ATTEMPTS = 2
 CONNECT_TIMEOUT_SECONDS = 10
 READ_TIMEOUT_SECONDS = 120
-# How long close() may spend aborting an unfinished upload when the run is being cancelled.
-ABORT_TIMEOUT_SECONDS = 15
 # The start-up write probe; the leading "." keeps readers (Spark, Hive, DuckDB) off it.
 WRITE_PROBE_PREFIX = ".gio-write-probe-"
 
@@ -82,11 +71,10 @@ _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 _NO_UPLOAD = frozenset({"NoSuchUpload", "404", "NotFound"})
 # The server got other bytes than the ones we sent, or lost the upload: fetch the part again.
 _RETRY_PART = frozenset({"BadDigest", "InvalidDigest", "NoSuchUpload", "InvalidPart",
-                         "InvalidPartOrder", "IncompleteBody"})
-
-
-def _md5_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data).digest()).decode()
+                         "InvalidPartOrder", "IncompleteBody", "XAmzContentChecksumMismatch"})
+# How servers refuse a body whose checksum header does not match it (AWS and SeaweedFS say
+# BadDigest; MinIO has its own name for the x-amz-checksum-* headers).
+_BAD_CHECKSUM = frozenset({"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch"})
 
 
 def _code(exc: ClientError) -> str:
@@ -115,9 +103,9 @@ def _client_config(attempts: int, pool: int, path_style: bool) -> AioConfig:
         "read_timeout": READ_TIMEOUT_SECONDS,
         "user_agent_extra": f"gio-downloader/{__version__}",
     }
-    # Every request that carries data has a (signed) Content-MD5, which the server checks, so
-    # botocore need not hash each 8 MiB body again on the event loop to sign it (it does so on
-    # plain-http endpoints otherwise).
+    # Every request that carries data has a checksum header (signed), which the server checks,
+    # so botocore need not hash each 8 MiB body again on the event loop to sign it (it does so
+    # on plain-http endpoints otherwise).
     options["s3"] = {"payload_signing_enabled": False}
     if path_style:
         options["s3"]["addressing_style"] = "path"
@@ -128,224 +116,6 @@ def _client_config(attempts: int, pool: int, path_style: bool) -> AioConfig:
                          response_checksum_validation="when_required", **options)
     except TypeError:  # older botocore has neither option and never sends those checksums
         return AioConfig(**options)
-
-
-class PartBuffer(io.RawIOBase):
-    """The bytes of one UploadPart in an anonymous memory map, read back as a file.
-
-    A file because aiohttp sends large file bodies in slices instead of copying them. A map
-    because its pages are resident only once written and go back to the OS on close(), while
-    8 MiB blocks grown by realloc from several executor threads end up in glibc's per-thread
-    arenas, which keep them after they are freed (measured: ~100 MB more peak RSS with 8
-    downloads).
-    """
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self._map = mmap.mmap(-1, capacity)
-        self.size = 0
-        self._pos = 0
-
-    def append(self, data: memoryview) -> None:
-        end = self.size + len(data)
-        self._map[self.size:end] = data
-        self.size = end
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = max(0, min(len(buffer), self.size - self._pos))
-        if n:
-            with memoryview(self._map) as view, memoryview(buffer) as out:
-                out[:n] = view[self._pos:self._pos + n]
-            self._pos += n
-        return n
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        """One copy per read (RawIOBase's default makes two); aiohttp reads 256 KiB at once."""
-        end = self.size if size < 0 else min(self.size, self._pos + size)
-        data = self._map[self._pos:end] if end > self._pos else b""
-        self._pos = max(self._pos, end)
-        return data
-
-    def close(self) -> None:
-        if not self.closed:
-            # A reader still inside readinto() (an executor read of a cancelled request) holds
-            # the map; it is then freed when that read ends.
-            with contextlib.suppress(BufferError):
-                self._map.close()
-        super().close()
-
-
-class S3PartSink:
-    """One part streaming into a multipart upload.
-
-    Each chunk is hashed (SHA-256 for the manifest, MD5 for the UploadPart's Content-MD5),
-    gzip-checked and appended to the current 8 MiB buffer in one executor job, overlapping the
-    download of the next chunk. A full buffer is sent while the next one fills if the storage has
-    a spare buffer to lend, else before the next one fills; the one after always waits for that
-    send, so at most two buffers exist per part.
-    """
-
-    def __init__(self, storage: S3Storage, key: PartitionKey, index: int,
-                 verify_gzip: bool) -> None:
-        self._s = storage
-        self.index = index
-        self.key = storage.object_key(key, part_name(index))
-        self._verify = verify_gzip
-        self.offset = 0
-        self._start()
-
-    def _start(self) -> None:
-        self._sha = hashlib.sha256()
-        self._gz: GzipVerifier | None = GzipVerifier() if self._verify else None
-        self._buf = PartBuffer(PART_BYTES)
-        self._md5 = hashlib.md5()
-        self._buffered = 0  # bytes handed to the current buffer (some may still be in a job)
-        self._absorbing: asyncio.Future[None] | None = None
-        self._uploading: asyncio.Task[dict[str, Any]] | None = None
-        self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
-        self.offset = 0
-
-    async def open(self) -> S3PartSink:
-        """Abort what an earlier run left of this part: its hash state died with that run."""
-        aborted = await self._s.abort_uploads(self.key, exact=True)
-        if aborted:
-            log.info("discarded an unfinished upload of this part; uploading it again",
-                     object=self._s.url_of(self.key), uploads=aborted)
-        return self
-
-    # --- streaming ---------------------------------------------------------------------------
-
-    def _absorb(self, data: memoryview) -> None:
-        self._sha.update(data)
-        self._md5.update(data)
-        self._buf.append(data)
-        if self._gz is not None:
-            self._gz.feed(data)  # zlib takes any buffer: no copy
-
-    async def _drain(self) -> None:
-        pending, self._absorbing = self._absorbing, None
-        if pending is not None:
-            await pending
-
-    async def _wait_upload(self) -> None:
-        task, self._uploading = self._uploading, None
-        if task is not None:
-            self._parts.append(await task)
-
-    def _take_buffer(self) -> tuple[PartBuffer, str]:
-        """The filled buffer and its Content-MD5; a new buffer takes its place."""
-        body, md5 = self._buf, base64.b64encode(self._md5.digest()).decode()
-        self._buf, self._md5, self._buffered = PartBuffer(PART_BYTES), hashlib.md5(), 0
-        return body, md5
-
-    async def _ship(self) -> None:
-        """Send the full buffer as the next UploadPart, after the previous one is through."""
-        await self._drain()
-        await self._wait_upload()
-        if self._upload_id is None:
-            self._upload_id = await self._s.create_upload(self.key)
-        body, md5 = self._take_buffer()
-        number = len(self._parts) + 1
-        self._uploading = asyncio.create_task(
-            self._s.upload_part(self.key, self._upload_id, number, body, md5))
-        if self._s.take_spare():  # fill the next buffer while this one uploads
-            self._uploading.add_done_callback(self._s.give_spare)
-        else:  # the storage's memory budget is spent: let the upload finish first
-            await self._wait_upload()
-
-    async def write(self, chunk: bytes) -> None:
-        view = memoryview(chunk)
-        while view:
-            # Exact 8 MiB parts: a chunk that crosses a boundary is split (views, not copies).
-            room = PART_BYTES - self._buffered
-            piece, view = view[:room], view[room:]
-            await self._drain()
-            self._absorbing = asyncio.get_running_loop().run_in_executor(
-                self._s.pool, self._absorb, piece)
-            self._buffered += len(piece)
-            self.offset += len(piece)
-            if self._buffered >= PART_BYTES:
-                await self._ship()
-
-    async def settle(self) -> int:
-        """Wait for the queued hashing and the UploadPart in flight; returns the bytes taken."""
-        await self._drain()
-        await self._wait_upload()
-        return self.offset
-
-    async def _discard(self) -> None:
-        """Stop everything in flight and abort the upload; errors no longer matter."""
-        with contextlib.suppress(Exception):
-            await self._drain()
-        task, self._uploading = self._uploading, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
-            if not task.cancelled():
-                task.exception()  # retrieved: it no longer matters
-        upload_id, self._upload_id = self._upload_id, None
-        if upload_id is not None:
-            await self._s.abort_upload(self.key, upload_id)
-
-    async def reset(self) -> None:
-        await self._discard()
-        self._buf.close()
-        self._start()
-
-    # --- sealing -----------------------------------------------------------------------------
-
-    def _check_gzip(self) -> None:
-        if self._gz is not None:
-            self._gz.close()
-
-    async def finish(self, expected_size: int | None) -> StoredPart:
-        """Check size and gzip, then complete the upload: the object appears whole, or not."""
-        await self._drain()
-        if expected_size is not None and self.offset != expected_size:
-            raise CorruptPart(f"size {self.offset} differs from Content-Length {expected_size}")
-        await asyncio.get_running_loop().run_in_executor(self._s.pool, self._check_gzip)
-        if self._upload_id is None:
-            body, md5 = self._take_buffer()
-            try:
-                await self._s.put(self.key, body, md5)
-            finally:
-                body.close()
-        else:
-            if self._buffered:
-                await self._ship()
-            await self._wait_upload()
-            await self._s.complete_upload(self.key, self._upload_id, self._parts)
-            self._upload_id = None  # kept until now so that close() aborts a failed one
-        stored = await self._s.size_of(self.key)
-        if stored != self.offset:
-            held = "is missing" if stored is None else f"holds {stored} bytes"
-            raise CorruptPart(f"{self._s.url_of(self.key)} {held} after {self.offset} were sent")
-        return StoredPart(self.index, self.offset, self._sha.hexdigest())
-
-    async def publish(self) -> None:
-        """Nothing left to do: the object became visible when its upload completed."""
-
-    async def close(self) -> None:
-        """Abort an unfinished upload: a later run starts the part over (see the module doc)."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT_SECONDS):
-            with contextlib.suppress(StorageError):
-                await self._discard()
-        self._buf.close()
 
 
 class S3Storage:
@@ -368,12 +138,20 @@ class S3Storage:
         # second one uploading meanwhile. Overlap only where the memory budget allows: measured
         # with 8 x 64 MB parts on loopback, each spare buffer is ~8 MB of peak RSS.
         self._spares = max(1, threads // 4)
+        # Buffers kept for reuse while parts are open: never more than can be in use at once.
+        self._keep = threads + self._spares
+        self._free: list[PartBuffer] = []
+        self._open_sinks = 0
+        # The upload checksum: Content-MD5 until check() finds that the server verifies CRC32.
+        self.checksum = MD5
         # One thread per concurrent download for hashing and gzip checks, plus a spare.
         self.pool = ThreadPoolExecutor(max_workers=threads + 1, thread_name_prefix="gio-s3")
         self._session = get_session()
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         self._lock = asyncio.Lock()
+
+    # --- memory ------------------------------------------------------------------------------
 
     def take_spare(self) -> bool:
         if self._spares <= 0:
@@ -383,6 +161,30 @@ class S3Storage:
 
     def give_spare(self, _done: object = None) -> None:
         self._spares += 1
+
+    def take_buffer(self) -> PartBuffer:
+        return self._free.pop() if self._free else PartBuffer(PART_BYTES)
+
+    def give_back(self, buf: PartBuffer) -> None:
+        """A buffer no request holds any more: kept for the next piece while parts are open."""
+        if self._open_sinks and len(self._free) < self._keep and not buf.closed:
+            buf.clear()
+            self._free.append(buf)
+        else:
+            buf.close()
+
+    def sink_opened(self) -> None:
+        self._open_sinks += 1
+
+    def sink_closed(self) -> None:
+        self._open_sinks -= 1
+        if not self._open_sinks:  # nothing uploading: the memory goes back to the OS
+            self._release_buffers()
+
+    def _release_buffers(self) -> None:
+        free, self._free = self._free, []
+        for buf in free:
+            buf.close()
 
     # --- names -------------------------------------------------------------------------------
 
@@ -452,22 +254,28 @@ class S3Storage:
 
     async def create_upload(self, key: str) -> str:
         c = await self.client()
+        extra = {"ChecksumAlgorithm": "CRC32"} if self.checksum == CRC32 else {}
         resp = await self._call("CreateMultipartUpload", c.create_multipart_upload,
                                 Bucket=self.bucket, Key=key,
-                                ContentType="application/gzip")
+                                ContentType="application/gzip", **extra)
         return str(resp["UploadId"])
 
     async def upload_part(self, key: str, upload_id: str, number: int, body: PartBuffer,
-                          md5: str) -> dict[str, Any]:
+                          checksum: Checksum) -> dict[str, Any]:
+        """Send one buffer; it goes back to the storage once the server has all of it."""
+        args = checksum.request_args()
         try:
             c = await self.client()
             resp = await self._call(f"UploadPart {number} of {self.url_of(key)}",
                                     c.upload_part, Bucket=self.bucket, Key=key,
-                                    UploadId=upload_id, PartNumber=number, Body=body,
-                                    ContentMD5=md5)
-        finally:
-            body.close()
-        return {"PartNumber": number, "ETag": resp["ETag"]}
+                                    UploadId=upload_id, PartNumber=number, Body=body, **args)
+        except BaseException:
+            body.close()  # a request that failed or was cancelled may still hold a view of it
+            raise
+        self.give_back(body)
+        # CompleteMultipartUpload lists each part's checksum when the upload declared one.
+        return {"PartNumber": number, "ETag": resp["ETag"],
+                **{k: v for k, v in args.items() if k != "ContentMD5"}}
 
     async def complete_upload(self, key: str, upload_id: str,
                               parts: list[dict[str, Any]]) -> None:
@@ -486,11 +294,12 @@ class S3Storage:
         except BotoCoreError as exc:
             raise self._error(exc, "AbortMultipartUpload") from None
 
-    async def put(self, key: str, body: bytes | PartBuffer, md5: str,
+    async def put(self, key: str, body: bytes | PartBuffer, checksum: Checksum,
                   content_type: str = "application/gzip") -> None:
         c = await self.client()
         await self._call(f"PutObject {self.url_of(key)}", c.put_object, Bucket=self.bucket,
-                         Key=key, Body=body, ContentMD5=md5, ContentType=content_type)
+                         Key=key, Body=body, ContentType=content_type,
+                         **checksum.request_args())
 
     async def size_of(self, key: str) -> int | None:
         """The object's size, None when there is no such object."""
@@ -542,7 +351,7 @@ class S3Storage:
             await self.close()
             raise
         log.info("storage ready", storage=self.display, endpoint=self.endpoint_display,
-                 aborted_incomplete_uploads=aborted)
+                 upload_checksum=self.checksum, aborted_incomplete_uploads=aborted)
 
     async def _check_bucket(self, c: Any) -> None:
         try:
@@ -567,16 +376,31 @@ class S3Storage:
             raise self._error(exc, "HeadBucket") from None
 
     async def _probe_write(self, c: Any) -> None:
+        """We may write under the prefix; and which upload checksum the server verifies."""
         key = "/".join(p for p in (self.prefix, f"{WRITE_PROBE_PREFIX}{uuid.uuid4().hex}") if p)
         body = b"gio-downloader write probe\n"
         await self._call(f"PutObject {self.url_of(key)}", c.put_object, Bucket=self.bucket,
-                         Key=key, Body=body, ContentMD5=_md5_b64(body))
+                         Key=key, Body=body, **Checksum.of(MD5, body).request_args())
+        self.checksum = CRC32 if await self._rejects_wrong_crc32(c, key, body) else MD5
         try:
             await c.delete_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
             # Writing is what we need; a policy without DeleteObject leaves a hidden probe.
             log.warning("could not delete the write probe", object=self.url_of(key),
                         error=str(exc))
+
+    async def _rejects_wrong_crc32(self, c: Any, key: str, body: bytes) -> bool:
+        """Whether the server checks x-amz-checksum-crc32: it must refuse a wrong one. A server
+        that ignores the header stores the probe again (deleted after), one that does not know
+        it answers some other error; either way Content-MD5 is used."""
+        wrong = Checksum.of(CRC32, body + b"!").request_args()
+        try:
+            await c.put_object(Bucket=self.bucket, Key=key, Body=body, **wrong)
+        except ClientError as exc:
+            return _code(exc) in _BAD_CHECKSUM
+        except BotoCoreError:
+            return False
+        return False
 
     async def open_part(self, key: PartitionKey, index: int, verify_gzip: bool) -> PartSink:
         return await S3PartSink(self, key, index, verify_gzip).open()
@@ -595,8 +419,8 @@ class S3Storage:
 
     async def write_success(self, key: PartitionKey, manifest: dict[str, Any]) -> None:
         body = manifest_bytes(manifest)
-        await self.put(self.object_key(key, SUCCESS_NAME), body, _md5_b64(body),
-                       content_type="application/json")
+        await self.put(self.object_key(key, SUCCESS_NAME), body,
+                       Checksum.of(self.checksum, body), content_type="application/json")
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -604,4 +428,5 @@ class S3Storage:
         if client is not None:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
+        self._release_buffers()
         self.pool.shutdown(wait=True)

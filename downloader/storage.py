@@ -12,6 +12,7 @@ import ctypes.util
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -53,11 +54,14 @@ def part_name(index: int) -> str:
 
 
 class PartSink(Protocol):
-    """One part being stored. ``offset`` is how many bytes are already stored (resume point)."""
+    """One part being stored. ``offset`` is how many bytes are already stored (resume point).
+
+    ``write`` takes the next bytes as the chunks they arrived in (not joined: a copy of every
+    byte on the event loop is what joining would cost)."""
 
     offset: int
 
-    async def write(self, chunk: bytes) -> None: ...
+    async def write(self, chunks: Sequence[bytes]) -> None: ...
 
     async def settle(self) -> int: ...
 
@@ -174,17 +178,18 @@ class LocalPartSink:
         self._sha = hashlib.sha256()
         self._gz = GzipVerifier() if self._verify else None
 
-    def _sink(self, chunk: bytes) -> None:
+    def _sink(self, chunks: Sequence[bytes]) -> None:
         assert self._file is not None
-        self._file.write(chunk)
-        self._written += len(chunk)
+        self._file.writelines(chunks)
+        for chunk in chunks:
+            self._written += len(chunk)
+            self._sha.update(chunk)
+            if self._gz is not None:
+                self._gz.feed(chunk)
         if self._written - self._flushed >= WRITEBACK_BYTES:
             self._file.flush()
             _start_writeback(self._file.fileno(), self._flushed, self._written - self._flushed)
             self._flushed = self._written
-        self._sha.update(chunk)
-        if self._gz is not None:
-            self._gz.feed(chunk)
 
     async def open(self) -> LocalPartSink:
         try:
@@ -201,10 +206,11 @@ class LocalPartSink:
             except OSError as exc:
                 raise _permanent(exc) from None
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, chunks: Sequence[bytes]) -> None:
         await self._drain()
-        self._pending = asyncio.get_running_loop().run_in_executor(self._pool, self._sink, chunk)
-        self.offset += len(chunk)
+        self._pending = asyncio.get_running_loop().run_in_executor(self._pool, self._sink,
+                                                                   chunks)
+        self.offset += sum(map(len, chunks))
 
     async def settle(self) -> int:
         """Wait for queued writes; returns the bytes really stored. A CorruptPart found by the

@@ -379,14 +379,19 @@ class Worker:
             return classify_download(None, broken=True), None
 
     async def _stream(self, resp: aiohttp.ClientResponse, sink: PartSink) -> None:
-        """Copy the body in ~1 MiB blocks; on a break, keep every byte that did arrive."""
+        """Copy the body to ``sink`` in ~1 MiB batches; on a break, keep every byte that did
+        arrive. The chunks are the ones aiohttp received (readchunk() hands them over without
+        joining them), so the event loop copies nothing: storage writes them as they are."""
         blocks: list[bytes] = []
         size = 0
         flushed = time.monotonic()
         try:
-            # At most a block per read: iter_any() hands over everything buffered (several
-            # MiB on a fast link), which costs memory and gains nothing.
-            async for data in resp.content.iter_chunked(IO_BLOCK_BYTES):
+            while True:
+                data, _ = await resp.content.readchunk()
+                if not data:
+                    if resp.content.at_eof():
+                        break
+                    continue  # the end of one chunk of a chunked body
                 blocks.append(data)
                 size += len(data)
                 if size >= IO_BLOCK_BYTES or time.monotonic() - flushed >= MAX_BUFFER_SECONDS:
@@ -403,7 +408,7 @@ class Worker:
         await sink.reset()
 
     async def _write(self, sink: PartSink, blocks: list[bytes], size: int) -> None:
-        await sink.write(blocks[0] if len(blocks) == 1 else b"".join(blocks))
+        await sink.write(blocks)
         self.stats.bytes_done += size
         if self._kill_after is not None and self.stats.bytes_done >= self._kill_after:
             await sink.settle()

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -45,6 +46,7 @@ from downloader.csvgen import PartSpec, target_size  # noqa: E402
 from downloader.integrity import CorruptPart  # noqa: E402
 from downloader.partitions import PartitionKey, Period, parse_hour  # noqa: E402
 from downloader.s3 import PART_BYTES, S3Storage  # noqa: E402
+from downloader.s3parts import CRC32, MD5, Checksum  # noqa: E402
 from downloader.storage import StorageError, open_storage  # noqa: E402
 
 MiB = 1024 * 1024
@@ -292,17 +294,32 @@ def count_uploads(st: S3Storage, calls: list[dict[str, Any]]) -> None:
                 body.seek(start)
             else:
                 data = bytes(body)
-            calls.append({"op": _name, "size": len(data), "md5": kwargs.get("ContentMD5"),
-                          "body_md5": base64.b64encode(hashlib.md5(data).digest()).decode()})
+            sent = {k: kwargs[k] for k in ("ContentMD5", "ChecksumCRC32") if k in kwargs}
+            calls.append({"op": _name, "size": len(data), "sent": sent,
+                          "body": {"ContentMD5": b64(hashlib.md5(data).digest()),
+                                   "ChecksumCRC32": b64(zlib.crc32(data).to_bytes(4, "big"))}})
             return await _original(**kwargs)
 
         setattr(c, name, wrapper)
 
 
-async def test_big_part_is_split_into_md5_checked_upload_parts(storage: S3Storage, s3: Any,
-                                                              bucket: str) -> None:
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def checksum_matches(call: dict[str, Any], kind: str) -> bool:
+    """The request carried exactly one checksum, of ``kind``, and it is the body's."""
+    header = {"md5": "ContentMD5", "crc32": "ChecksumCRC32"}[kind]
+    return list(call["sent"]) == [header] and call["sent"][header] == call["body"][header]
+
+
+@pytest.mark.parametrize("checksum", [CRC32, MD5])
+async def test_big_part_is_split_into_checksummed_upload_parts(storage: S3Storage, s3: Any,
+                                                               bucket: str,
+                                                               checksum: str) -> None:
     blob = gzip_blob(20 * MiB)
     calls: list[dict[str, Any]] = []
+    storage.checksum = checksum
     await storage.client()
     count_uploads(storage, calls)
     sink = await storage.open_part(KEY, 3, verify_gzip=True)
@@ -311,7 +328,7 @@ async def test_big_part_is_split_into_md5_checked_upload_parts(storage: S3Storag
     pos, sizes = 0, [MiB] * 6 + [3 * MiB]
     while pos < len(blob):
         n = sizes.pop(0) if sizes else MiB
-        await sink.write(blob[pos:pos + n])
+        await sink.write([blob[pos:pos + n]])
         pos += n
     assert [k for k, _ in incomplete_uploads(s3, bucket)] == [f"{UNIT_PREFIX}/part-00003.csv.gz"]
     stored = await sink.finish(len(blob))
@@ -320,7 +337,7 @@ async def test_big_part_is_split_into_md5_checked_upload_parts(storage: S3Storag
     assert stored == StoredPart(3, len(blob), hashlib.sha256(blob).hexdigest())
     uploads = [c for c in calls if c["op"] == "upload_part"]
     assert [c["size"] for c in uploads] == [PART_BYTES, PART_BYTES, len(blob) - 2 * PART_BYTES]
-    assert all(c["md5"] == c["body_md5"] for c in uploads)
+    assert all(checksum_matches(c, checksum) for c in uploads), uploads
     assert not [c for c in calls if c["op"] == "put_object"]
     data = s3.get_object(Bucket=bucket, Key=f"{UNIT_PREFIX}/part-00003.csv.gz")["Body"].read()
     assert data == blob
@@ -342,12 +359,12 @@ async def test_small_and_empty_parts_use_one_put(storage: S3Storage, s3: Any,
     await empty.close()
     small_blob = gzip_blob(100 * 1024)
     small = await storage.open_part(KEY, 1, verify_gzip=True)
-    await small.write(small_blob)
+    await small.write([small_blob])
     assert (await small.finish(len(small_blob))).size == len(small_blob)
     await small.close()
     assert [(c["op"], c["size"]) for c in calls] == [("put_object", 0),
                                                       ("put_object", len(small_blob))]
-    assert all(c["md5"] == c["body_md5"] for c in calls)
+    assert all(checksum_matches(c, storage.checksum) for c in calls), calls
     head = s3.head_object(Bucket=bucket, Key=f"{UNIT_PREFIX}/part-00000.csv.gz")
     assert head["ContentLength"] == 0
     await storage.write_success(KEY, {"parts": []})
@@ -363,14 +380,14 @@ async def test_corrupt_part_is_discarded_and_nothing_is_left(storage: S3Storage,
     sink = await storage.open_part(KEY, 5, verify_gzip=True)
     with pytest.raises(CorruptPart):
         for pos in range(0, len(bad), MiB):
-            await sink.write(bytes(bad[pos:pos + MiB]))
+            await sink.write([bytes(bad[pos:pos + MiB])])
         await sink.finish(len(bad))
     assert incomplete_uploads(s3, bucket) != []
     await sink.reset()
     assert sink.offset == 0
     assert incomplete_uploads(s3, bucket) == []
     for pos in range(0, len(blob), MiB):
-        await sink.write(blob[pos:pos + MiB])
+        await sink.write([blob[pos:pos + MiB]])
     with pytest.raises(CorruptPart, match="Content-Length"):
         await sink.finish(len(blob) + 1)
     stored = await sink.finish(len(blob))
@@ -384,7 +401,7 @@ async def test_abandoned_and_leftover_uploads_are_aborted(storage: S3Storage, s3
     key = f"{UNIT_PREFIX}/part-00007.csv.gz"
     # A part abandoned in this run (failure, cancel): close() aborts its upload.
     sink = await storage.open_part(KEY, 7, verify_gzip=False)
-    await sink.write(b"x" * (PART_BYTES + 10))
+    await sink.write([b"x" * (PART_BYTES + 10)])
     await sink.settle()
     assert [k for k, _ in incomplete_uploads(s3, bucket)] == [key]
     await sink.close()
@@ -403,6 +420,79 @@ async def test_abandoned_and_leftover_uploads_are_aborted(storage: S3Storage, s3
     assert all_keys(s3, bucket, "unit/.gio") == []  # the write probe is gone
 
 
+@pytest.mark.parametrize("kind", [CRC32, MD5])
+async def test_a_wrong_upload_checksum_is_refused(storage: S3Storage, s3_server: S3Server,
+                                                  s3: Any, bucket: str, kind: str) -> None:
+    """Whatever checksum the start-up probe chose, the server verifies it; MD5 always."""
+    if kind == CRC32 and storage.checksum != CRC32:
+        assert s3_server.kind != "seaweedfs", "SeaweedFS verifies x-amz-checksum-crc32"
+        pytest.skip(f"{s3_server.kind} does not verify CRC32; the probe chose Content-MD5")
+    body = b"some bytes that are not what the checksum says\n"
+    key = f"{UNIT_PREFIX}/part-00042.csv.gz"
+    with pytest.raises(CorruptPart, match="BadDigest|InvalidDigest|ChecksumMismatch"):
+        await storage.put(key, body, Checksum.of(kind, body + b"x"))
+    assert all_keys(s3, bucket, key) == []
+    await storage.put(key, body, Checksum.of(kind, body))
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+
+
+@pytest.mark.parametrize(("answer", "verifies"), [
+    ("BadDigest", True),  # AWS, SeaweedFS
+    ("XAmzContentChecksumMismatch", True),  # MinIO
+    ("InvalidArgument", False),  # a server that does not know the header
+    ("NotImplemented", False),
+    (None, False),  # accepted: the header was ignored
+])
+async def test_crc32_probe_reads_the_servers_answer(answer: str | None, verifies: bool) -> None:
+    class Client:
+        async def put_object(self, **kwargs: Any) -> None:
+            assert "ChecksumCRC32" in kwargs and "ContentMD5" not in kwargs
+            if answer is not None:
+                raise client_error(answer, 400 if answer != "NotImplemented" else 501)
+
+    st = S3Storage(StorageConfig(url="s3://b/p", endpoint_url="http://s3.test:9000"), threads=1)
+    try:
+        assert await st._rejects_wrong_crc32(Client(), "p/.probe", b"probe") is verifies
+    finally:
+        await st.close()
+
+
+async def test_a_part_buffer_is_sent_as_one_view_from_its_read_position() -> None:
+    """aiohttp picks the buffer's own payload even through aiobotocore's body proxy, and sends
+    the bytes from where botocore rewound it (a retry resends the whole piece)."""
+    from aiobotocore._endpoint_helpers import _IOBaseWrapper
+    from aiohttp import payload
+
+    from downloader.s3parts import PartBuffer, PartBufferPayload
+
+    buf = PartBuffer(1024)
+    buf.append(memoryview(b"0123456789"))
+    buf.seek(3)
+
+    class Writer:
+        def __init__(self) -> None:
+            self.sent: list[Any] = []
+
+        async def write(self, data: Any) -> None:
+            self.sent.append(data)
+
+    body = payload.get_payload(_IOBaseWrapper(buf))
+    assert isinstance(body, PartBufferPayload) and body.size == 7
+    writer = Writer()
+    await body.write_with_length(writer, None)
+    assert len(writer.sent) == 1 and isinstance(writer.sent[0], memoryview)
+    assert bytes(writer.sent[0]) == b"3456789"
+    del writer
+    buf.seek(0)  # botocore's rewind before a retry
+    again = Writer()
+    await payload.get_payload(_IOBaseWrapper(buf)).write_with_length(again, 4)
+    assert [bytes(v) for v in again.sent] == [b"0123"]
+    del again
+    buf.clear()
+    assert buf.size == 0 and buf.read() == b""
+    buf.close()
+
+
 def test_missing_aiobotocore_is_a_storage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "downloader.s3", None)
     with pytest.raises(StorageError, match=r"pip install 'gio-downloader\[s3\]'"):
@@ -411,13 +501,19 @@ def test_missing_aiobotocore_is_a_storage_error(monkeypatch: pytest.MonkeyPatch)
 
 async def test_memory_per_part_is_bounded_whatever_its_size(
         storage: S3Storage, monkeypatch: pytest.MonkeyPatch) -> None:
-    """At most two 8 MiB buffers per part, and the second only within the storage's budget."""
+    """At most two 8 MiB buffers per part, and the second only within the storage's budget;
+    reused while parts are open, and given back to the OS when none is."""
     import downloader.s3 as s3mod
 
     live: set[Any] = set()
     most = [0]
+    created = [0]
 
     class Counted(s3mod.PartBuffer):
+        def __init__(self, capacity: int) -> None:
+            super().__init__(capacity)
+            created[0] += 1
+
         def append(self, data: memoryview) -> None:
             super().append(data)
             live.add(self)
@@ -434,7 +530,7 @@ async def test_memory_per_part_is_bounded_whatever_its_size(
         sink = await storage.open_part(KEY, 10 + index, verify_gzip=True)
         try:
             for pos in range(0, len(blob), MiB):
-                await sink.write(blob[pos:pos + MiB])
+                await sink.write([blob[pos:pos + MiB]])
             return await sink.finish(len(blob))
         finally:
             await sink.close()
@@ -443,6 +539,9 @@ async def test_memory_per_part_is_bounded_whatever_its_size(
     assert [s.sha256 for s in stored] == [hashlib.sha256(b).hexdigest() for b in blobs]
     # Two parts in flight, the storage (2 threads) allows one spare buffer: at most 3 at once.
     assert most[0] <= 3, most[0]
+    # 2 x 20 MiB is six 8 MiB pieces: the buffers were reused, not made anew for each.
+    assert created[0] <= 3, created[0]
+    # No part is open any more: every buffer went back to the OS.
     assert not live
 
 
