@@ -19,7 +19,9 @@ LOCAL_ROWS = (("downloader", "downloader -> local, verify=size"),
               ("downloader_gzip", "downloader -> local, verify=gzip"),
               ("curl", "curl --parallel --parallel-max 8"),
               ("curl_sync", "curl --parallel, then sync -f"),
-              ("aria2c", "aria2c -j8 -x1"))
+              ("aria2c", "aria2c -j8 -x1"),
+              ("aiohttp_plain", "plain aiohttp client (reference)"),
+              ("aiohttp_plain_sha", "plain aiohttp client + SHA-256"))
 S3_ROWS = (("downloader_s3", "downloader -> S3, verify=size"),
            ("downloader_s3_gzip", "downloader -> S3, verify=gzip"),
            ("s3_upload", "plain multipart upload from disk"))
@@ -145,6 +147,10 @@ def targets(res: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     lr = local.get("ratios", {})
     s = local.get("summary", {})
     v, text = _target_ratio(lr.get("downloader/curl"))
+    plain = [(_target_ratio(lr.get(f"{k}/curl"))[0], what) for k, what in (
+        ("aiohttp_plain", "plain aiohttp client"), ("aiohttp_plain_sha", "it + SHA-256"))]
+    if any(r is not None for r, _ in plain):
+        text += "; references/curl: " + ", ".join(f"{what} {_fmt(r)}x" for r, what in plain)
     out.append(("local wall <= 1.25 x curl --parallel (verify=size)",
                 None if v is None else v <= 1.25, text))
     v, text = _target_ratio(lr.get("downloader/aria2c"))
@@ -324,7 +330,9 @@ def readme_table(res: dict[str, Any]) -> str:
     rows = ["| run | wall s | CPU s (user+sys) | peak RSS MiB | downloader / this |",
             "| --- | ---: | ---: | ---: | ---: |"]
     lr = local.get("ratios", {})
-    ref = {"curl": "downloader/curl", "aria2c": "downloader/aria2c"}
+    ref = {"curl": "downloader/curl", "aria2c": "downloader/aria2c",
+           "aiohttp_plain": "downloader/aiohttp_plain",
+           "aiohttp_plain_sha": "downloader/aiohttp_plain_sha"}
     for key, label in LOCAL_ROWS:
         a, _ = chosen(local, key)
         if not a or not a.get("n"):

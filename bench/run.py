@@ -39,6 +39,7 @@ from tools import (
     backfill_cmd,
     curl_cmd,
     part_name,
+    plain_client_cmd,
     s3_upload_cmd,
     verify_local,
     verify_s3,
@@ -161,6 +162,17 @@ def local_section(ctx: Ctx, sim: Simulator, part: Partition) -> Outcome:
         Contender("aria2c", "aria2c -j8 -x1",
                   lambda d: aria2c_cmd(part, d, d / "links.txt"),
                   lambda d, sha: verify_local(d, part, sha), rm),
+        # References, not contenders: the plainest aiohttp + uvloop client, without and with
+        # the SHA-256 the downloader computes for its manifests, to tell the client library's
+        # share and the hash's share of the wall time from the downloader's own.
+        Contender("aiohttp_plain", "plain aiohttp client (bench/plainclient.py)",
+                  lambda d: plain_client_cmd(part, d, sha256=False),
+                  lambda d, sha: verify_local(d, part, sha), rm, env=python_env(),
+                  warmup=False),
+        Contender("aiohttp_plain_sha", "the same, hashing SHA-256",
+                  lambda d: plain_client_cmd(part, d, sha256=True),
+                  lambda d, sha: verify_local(d, part, sha), rm, env=python_env(),
+                  warmup=False),
         downloader_local("downloader_gzip", "downloader -> local, verify=gzip", sim, part,
                          "gzip", warmup=False),
     ]
@@ -465,6 +477,10 @@ def main(argv: list[str] | None = None) -> int:
             ("downloader/curl", ratios(local, "downloader", "curl")),
             ("downloader/aria2c", ratios(local, "downloader", "aria2c")),
             ("downloader/curl_sync", ratios(local, "downloader", "curl_sync")),
+            ("downloader/aiohttp_plain", ratios(local, "downloader", "aiohttp_plain")),
+            ("downloader/aiohttp_plain_sha", ratios(local, "downloader", "aiohttp_plain_sha")),
+            ("aiohttp_plain/curl", ratios(local, "aiohttp_plain", "curl")),
+            ("aiohttp_plain_sha/curl", ratios(local, "aiohttp_plain_sha", "curl")),
             ("downloader_gzip/curl", ratios(local, "downloader_gzip", "curl")),
             ("downloader_gzip/aria2c", ratios(local, "downloader_gzip", "aria2c")),
             ("downloader_gzip/downloader", ratios(local, "downloader_gzip", "downloader")),

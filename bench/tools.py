@@ -93,6 +93,11 @@ def aria2c_cmd(part: Partition, out_dir: Path, list_path: Path) -> list[str]:
             "-d", str(out_dir), "--allow-overwrite=true", "--auto-file-renaming=false", "-q"]
 
 
+def plain_client_cmd(part: Partition, out_dir: Path, sha256: bool) -> list[str]:
+    return [sys.executable, str(Path(__file__).with_name("plainclient.py")),
+            *(["--sha256"] if sha256 else []), str(out_dir), *part.links]
+
+
 def s3_upload_cmd(endpoint: str, prefix: str, files: list[Path]) -> list[str]:
     return [sys.executable, str(Path(__file__).with_name("s3tool.py")), "upload",
             "--endpoint", endpoint, "--bucket", S3_BUCKET, "--prefix", prefix,
