@@ -22,7 +22,7 @@ from downloader.partitions import Job, PartitionKey, Period
 from downloader.ratelimit import RateLimiter
 from downloader.scheduler import DelayQueue, plan_for_config
 from downloader.stats import Stats
-from downloader.storage import Storage, open_storage
+from downloader.storage import Storage, open_storage, part_name
 from downloader.worker import JobState, Outcome, StopRun, Worker
 
 log = structlog.get_logger("gio.app")
@@ -80,8 +80,17 @@ class Runner:
 
     async def __aenter__(self) -> Runner:
         self.storage = open_storage(self.cfg.storage, self.cfg.downloads)
-        await self.storage.check()
-        self.checkpoint = Checkpoint(self.cfg.checkpoint)
+        try:
+            await self.storage.check()
+            self.checkpoint = Checkpoint(self.cfg.checkpoint)
+            await self.storage.sweep({self.storage.location(k, part_name(i))
+                                      for k, i in self.checkpoint.unsealed_parts()})
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.storage.close()
+            if self.checkpoint is not None:
+                self.checkpoint.close()
+            raise
         self.session = make_session(self.cfg)
         limiter = RateLimiter(self.cfg.api.rate_limit_per_second)
         client = InsightsClient(self.session, self.cfg.api, limiter, self.stats.api_call)

@@ -151,6 +151,20 @@ class Checkpoint:
         self._db.execute("DELETE FROM parts WHERE ai=? AND data_type=? AND export_type=? "
                          "AND label=?", _key_args(key))
 
+    def forget_part(self, key: PartitionKey, index: int) -> None:
+        """A recorded part whose publication failed: it is fetched again."""
+        self._db.execute("DELETE FROM parts WHERE ai=? AND data_type=? AND export_type=? "
+                         "AND label=? AND idx=?", (*_key_args(key), index))
+
+    def unsealed_parts(self) -> list[tuple[PartitionKey, int]]:
+        """The recorded parts of partitions not done yet: the ones a restart may still have to
+        publish (their bytes are stored, maybe not yet under the final name)."""
+        rows = self._db.execute(
+            "SELECT p.ai, p.data_type, p.export_type, p.label, p.idx FROM parts p "
+            "JOIN partitions q USING (ai, data_type, export_type, label) WHERE q.state != 'done'")
+        return [(PartitionKey(ai, dt, Period.from_label(et, label)), idx)
+                for ai, dt, et, label, idx in rows]
+
     # --- partitions --------------------------------------------------------------------------
 
     def _upsert(self, key: PartitionKey, state: str, **fields: Any) -> None:

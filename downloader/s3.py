@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
@@ -314,21 +314,27 @@ class S3Storage:
             raise self._error(exc, f"HeadObject {self.url_of(key)}") from None
         return int(resp["ContentLength"])
 
-    async def abort_uploads(self, prefix: str, exact: bool = False) -> int:
-        """Abort the incomplete multipart uploads under ``prefix`` (only of that key when
-        ``exact``); returns how many."""
+    async def _uploads(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, upload id) of the incomplete multipart uploads under ``prefix``."""
         c = await self.client()
+        found: list[tuple[str, str]] = []
+        try:
+            async for page in c.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=prefix):
+                found += [(u["Key"], u["UploadId"]) for u in page.get("Uploads") or []]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "ListMultipartUploads") from None
+        return found
+
+    async def abort_uploads(self, prefix: str, exact: bool = False,
+                            keep: Collection[str] = ()) -> int:
+        """Abort the incomplete multipart uploads under ``prefix`` (only of that key when
+        ``exact``), but those whose ``s3://`` URL is in ``keep``; returns how many."""
         aborted = 0
         # Twice: S3 may still list an upload whose parts were in flight while it was aborted.
         for _ in range(2):
-            found = []
-            paginator = c.get_paginator("list_multipart_uploads")
-            try:
-                async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                    found += [(u["Key"], u["UploadId"]) for u in page.get("Uploads") or []
-                              if not exact or u["Key"] == prefix]
-            except (ClientError, BotoCoreError) as exc:
-                raise self._error(exc, "ListMultipartUploads") from None
+            found = [(k, u) for k, u in await self._uploads(prefix)
+                     if (not exact or k == prefix) and self.url_of(k) not in keep]
             for key, upload_id in found:
                 await self.abort_upload(key, upload_id)
             aborted += len(found)
@@ -336,20 +342,45 @@ class S3Storage:
                 break
         return aborted
 
+    async def _complete_leftover(self, key: str, size: int) -> bool:
+        """Complete an upload that an earlier run had sent in full (and recorded in the
+        checkpoint) but not completed, if its parts add up to ``size``."""
+        c = await self.client()
+        for upload_key, upload_id in await self._uploads(key):
+            if upload_key != key:
+                continue
+            parts: list[dict[str, Any]] = []
+            try:
+                async for page in c.get_paginator("list_parts").paginate(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id):
+                    parts += page.get("Parts") or []
+            except (ClientError, BotoCoreError) as exc:
+                raise self._error(exc, f"ListParts of {self.url_of(key)}") from None
+            numbers = [int(p["PartNumber"]) for p in parts]
+            if numbers != list(range(1, len(parts) + 1)) or \
+                    sum(int(p["Size"]) for p in parts) != size:
+                continue  # not the one that was recorded: reopening the part aborts it
+            await self.complete_upload(key, upload_id, [
+                {k: p[k] for k in ("PartNumber", "ETag", "ChecksumCRC32") if k in p}
+                for p in parts])
+            return await self.size_of(key) == size
+        return False
+
     # --- the Storage interface ---------------------------------------------------------------
 
     async def check(self) -> None:
-        """Before any download: the bucket exists, we may write under the prefix, and nothing
-        of an earlier run is left uploading. One clear line (StorageError) otherwise."""
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                quick = await self._new_client(stack, CHECK_ATTEMPTS)
-                await self._check_bucket(quick)
-                await self._probe_write(quick)
-            aborted = await self.abort_uploads(self._layout_prefix)
-        except BaseException:
-            await self.close()
-            raise
+        """The bucket exists and we may write under the prefix (which also tells which upload
+        checksum the server verifies). One clear line (StorageError) otherwise. It touches no
+        upload: the daemon's readiness check calls it while parts are uploading."""
+        async with contextlib.AsyncExitStack() as stack:
+            quick = await self._new_client(stack, CHECK_ATTEMPTS)
+            await self._check_bucket(quick)
+            await self._probe_write(quick)
+
+    async def sweep(self, keep: Collection[str]) -> None:
+        """Abort what earlier runs left uploading under ``<prefix>/ai=`` (so none is left to
+        cost money), but the uploads of parts the checkpoint has recorded."""
+        aborted = await self.abort_uploads(self._layout_prefix, keep=keep)
         log.info("storage ready", storage=self.display, endpoint=self.endpoint_display,
                  upload_checksum=self.checksum, aborted_incomplete_uploads=aborted)
 
@@ -406,7 +437,9 @@ class S3Storage:
         return await S3PartSink(self, key, index, verify_gzip).open()
 
     async def recover_part(self, key: PartitionKey, part: StoredPart) -> bool:
-        """A part the checkpoint calls finished: its object must be there with its size."""
+        """A part the checkpoint calls finished: its object must be there with its size, or
+        its upload must be complete-able (a crash came between the record and the completion:
+        the upload is completed, not sent again)."""
         object_key = self.object_key(key, part_name(part.index))
         try:
             size = await self.size_of(object_key)
@@ -415,7 +448,19 @@ class S3Storage:
             log.warning("cannot check a finished part", object=self.url_of(object_key),
                         error=str(exc))
             return False
-        return size == part.size
+        if size is not None:
+            return size == part.size
+        try:
+            if await self._complete_leftover(object_key, part.size):
+                log.info("completed an upload that an earlier run had sent",
+                         object=self.url_of(object_key), bytes=part.size)
+                return True
+        except (StorageError, CorruptPart) as exc:
+            # E.g. a server whose ListParts omits the CRC32 of each piece, which completing a
+            # CRC32 upload needs: the part is fetched and uploaded again.
+            log.warning("cannot complete an upload an earlier run had sent; fetching the part "
+                        "again", object=self.url_of(object_key), error=str(exc))
+        return False
 
     async def write_success(self, key: PartitionKey, manifest: dict[str, Any]) -> None:
         body = manifest_bytes(manifest)

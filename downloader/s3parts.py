@@ -4,9 +4,11 @@ Each chunk is hashed (SHA-256 for the manifest, the upload checksum of the curre
 gzip-checked and copied into the current buffer in one executor job, overlapping the download of
 the next chunk. A full buffer is sent as the next UploadPart while the next one fills if the
 storage has a spare buffer to lend, else before the next one fills; so at most two buffers exist
-per part and memory is bounded whatever the part's size. The object appears only when the upload
-completes, after the size and gzip checks (``finish``). A part smaller than one buffer is sent
-with one PutObject instead.
+per part and memory is bounded whatever the part's size. ``finish`` checks size and gzip and
+sends the last piece; the object appears only when ``publish`` completes the upload, after the
+worker has recorded the part in the checkpoint (a restart completes an upload left between the
+two, see ``S3Storage.recover_part``). A part smaller than one buffer is sent with one PutObject
+instead, in ``publish``.
 
 Buffers are anonymous memory maps, kept by the storage for reuse while parts are uploading: a
 fresh map costs a page fault per 4 KiB on first write (about 0.4 CPU seconds per GiB). They go
@@ -202,6 +204,7 @@ class S3PartSink:
         self._uploading: asyncio.Task[dict[str, Any]] | None = None
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
+        self._sealed = False  # finish() succeeded: every byte is sent, none is visible yet
         self.offset = 0
 
     async def open(self) -> S3PartSink:
@@ -319,11 +322,23 @@ class S3PartSink:
             self._gz.close()
 
     async def finish(self, expected_size: int | None) -> StoredPart:
-        """Check size and gzip, then complete the upload: the object appears whole, or not."""
+        """Check size and gzip, and send what is left of a multipart upload, without completing
+        it: nothing is visible yet (``publish`` does that, once the worker has recorded the
+        part). A part smaller than one buffer stays in memory until then."""
         await self._drain()
         if expected_size is not None and self.offset != expected_size:
             raise CorruptPart(f"size {self.offset} differs from Content-Length {expected_size}")
         await asyncio.get_running_loop().run_in_executor(self._s.pool, self._check_gzip)
+        if self._upload_id is not None:
+            if self._buffered:
+                await self._ship()
+            await self._wait_upload()
+        self._sealed = True
+        return StoredPart(self.index, self.offset, self._sha.hexdigest())
+
+    async def publish(self) -> None:
+        """Make the object appear whole: complete the upload (or PUT a small part), then compare
+        the stored size with the bytes sent."""
         if self._upload_id is None:
             body, checksum = self._take_buffer()
             try:
@@ -333,22 +348,19 @@ class S3PartSink:
                 raise
             self._s.give_back(body)
         else:
-            if self._buffered:
-                await self._ship()
-            await self._wait_upload()
             await self._s.complete_upload(self.key, self._upload_id, self._parts)
-            self._upload_id = None  # kept until now so that close() aborts a failed one
+        self._upload_id = None  # kept until now so that close() aborts a failed one
         stored = await self._s.size_of(self.key)
         if stored != self.offset:
             held = "is missing" if stored is None else f"holds {stored} bytes"
             raise CorruptPart(f"{self._s.url_of(self.key)} {held} after {self.offset} were sent")
-        return StoredPart(self.index, self.offset, self._sha.hexdigest())
-
-    async def publish(self) -> None:
-        """Nothing left to do: the object became visible when its upload completed."""
 
     async def close(self) -> None:
-        """Abort an unfinished upload: a later run starts the part over (see storage doc)."""
+        """Abort an unfinished upload: a later run starts the part over (see the module doc).
+        One that was sent in full (``finish``) but not completed is left for ``recover_part``:
+        the checkpoint has recorded the part, and the start-up sweep spares its upload."""
+        if self._sealed and self._upload_id is not None:
+            self._upload_id = None
         with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_TIMEOUT_SECONDS):
             with contextlib.suppress(StorageError):
                 await self._discard()

@@ -12,7 +12,7 @@ import ctypes.util
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -57,7 +57,10 @@ class PartSink(Protocol):
     """One part being stored. ``offset`` is how many bytes are already stored (resume point).
 
     ``write`` takes the next bytes as the chunks they arrived in (not joined: a copy of every
-    byte on the event loop is what joining would cost)."""
+    byte on the event loop is what joining would cost). ``finish`` checks them and makes them
+    durable without showing them under the part's final name; the worker then records the part
+    in the checkpoint, and ``publish`` gives it its final name. A crash between the two leaves
+    a recorded part that ``Storage.recover_part`` publishes without fetching it again."""
 
     offset: int
 
@@ -75,9 +78,16 @@ class PartSink(Protocol):
 
 
 class Storage(Protocol):
+    """``check`` says whether parts can be stored now (start-up, and the daemon's readiness);
+    it must not disturb parts being stored. ``sweep`` runs once at start-up, before any
+    download, and removes what earlier runs left half-written, except the parts the
+    checkpoint has recorded (``keep``: their ``location``), which ``recover_part`` publishes."""
+
     def location(self, key: PartitionKey, name: str = "") -> str: ...
 
     async def check(self) -> None: ...
+
+    async def sweep(self, keep: Collection[str]) -> None: ...
 
     async def open_part(self, key: PartitionKey, index: int, verify_gzip: bool) -> PartSink: ...
 
@@ -281,6 +291,9 @@ class LocalStorage:
             check_writable(self.root, "storage.url", is_dir=True)
         except ConfigError as exc:
             raise StorageError(str(exc)) from None
+
+    async def sweep(self, keep: Collection[str]) -> None:
+        """Nothing to remove: a part's temporary file is resumed from, not thrown away."""
 
     async def open_part(self, key: PartitionKey, index: int, verify_gzip: bool) -> PartSink:
         return await LocalPartSink(self.folder(key), index, verify_gzip, self._pool).open()

@@ -38,6 +38,8 @@ log = structlog.get_logger("gio.worker")
 LATE_NOT_READY_POLLS = 3
 # Fault-injection seam for crash tests: SIGKILL this process once it has stored this many bytes.
 KILL_AFTER_BYTES_ENV = "GIO_DOWNLOADER_KILL_AFTER_BYTES"
+# ... and this one SIGKILLs it when the Nth part is recorded but not yet published.
+KILL_BEFORE_PUBLISH_ENV = "GIO_DOWNLOADER_KILL_BEFORE_PUBLISH"
 
 # On a slow link, hand what arrived to storage at least this often, so that a crash loses at most
 # this much of the download (the bytes on disk are what a restart resumes from).
@@ -122,6 +124,9 @@ class Worker:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
         kill = os.environ.get(KILL_AFTER_BYTES_ENV)
         self._kill_after = int(kill) if kill and kill.isdigit() else None
+        kill = os.environ.get(KILL_BEFORE_PUBLISH_ENV)
+        self._kill_before_publish = int(kill) if kill and kill.isdigit() else None
+        self._publishing = 0  # parts handed to publish() by this process
 
     def _backoff(self, attempt: int, retry_after: float | None = None) -> float:
         r = self.cfg.retry
@@ -303,16 +308,16 @@ class Worker:
             while True:
                 generation, url = links.get(key.data_type, index)
                 start = sink.offset
-                # The slot is held until the part is sealed, not just downloaded: a part whose
-                # tail is still being fsynced or uploaded keeps its buffers, so it must count
-                # against concurrency.downloads (else slow storage lets them pile up).
+                # The slot is held until the part is published, not just downloaded: a part
+                # whose tail is still being fsynced or uploaded keeps its buffers, so it must
+                # count against concurrency.downloads (else slow storage lets them pile up).
                 async with self.slots:
                     expected: int | None = None
                     stored: StoredPart | None = None
                     try:
                         decision, expected = await self._fetch_into(url, sink)
                         if decision.action is Action.DOWNLOAD:
-                            stored = await sink.finish(expected)
+                            stored = await self._seal(key, index, sink, expected)
                     except CorruptPart as exc:
                         log.warning("corrupt part", partition=str(key), part=index,
                                     error=str(exc))
@@ -321,9 +326,6 @@ class Worker:
                     self.stats.bytes_expected += expected
                     sized = True
                 if stored is not None:
-                    # Durable under the temporary name: record, then publish.
-                    self.checkpoint.part_done(key, stored)
-                    await sink.publish()
                     self.stats.parts_done += 1
                     return stored
                 if sink.offset <= start or decision.action is Action.REFETCH:
@@ -344,6 +346,23 @@ class Worker:
             raise StopRun(str(exc)) from None
         finally:
             await sink.close()
+
+    async def _seal(self, key: PartitionKey, index: int, sink: PartSink,
+                    expected: int | None) -> StoredPart:
+        """Durable but not yet visible (fsynced under the temporary name, or uploaded but not
+        completed): record in the checkpoint, then publish. A publication that fails takes the
+        record back, and the part is fetched again."""
+        stored = await sink.finish(expected)
+        self.checkpoint.part_done(key, stored)
+        self._publishing += 1
+        if self._kill_before_publish == self._publishing:
+            os.kill(os.getpid(), signal.SIGKILL)
+        try:
+            await sink.publish()
+        except CorruptPart:
+            self.checkpoint.forget_part(key, index)
+            raise
+        return stored
 
     async def _fetch_into(self, url: str, sink: PartSink) -> tuple[Decision, int | None]:
         """One GET of a part into ``sink``, resuming at its offset. Returns what to do next and

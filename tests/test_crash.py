@@ -94,3 +94,35 @@ def test_sigkill_repeatedly_then_finish_byte_exact(tmp_path: Path, start_sim) ->
         for t in TYPES:
             assert_partition_exact(sim.sim, tmp_path / "data", "testai01", t, "hour", label)
     assert not temp_sizes(tmp_path / "data")
+
+
+def test_sigkill_between_record_and_rename_publishes_without_fetching_again(
+        tmp_path: Path, start_sim) -> None:
+    """The part row is written once the bytes are fsynced under their temporary name, before
+    the rename. A crash exactly there (the fault seam) leaves a recorded part that the restart
+    renames: its bytes are not downloaded again."""
+    sim = start_sim(parts_per_type=2, part_size=256 * 1024)
+    cfg = write_config(tmp_path, sim.url, projects=[
+        {"ai": "testai01", "data_types": ["page"], "export_types": ["hour"]}],
+        concurrency={"downloads": 1, "partitions": 1})
+    label = hour_label(past_days(2) + timedelta(hours=5))
+    args = ("backfill", "-c", str(cfg), "--from", label, "--to", label)
+    checkpoint = tmp_path / "state" / "checkpoint.db"
+
+    killed = run_cli(*args, GIO_DOWNLOADER_KILL_BEFORE_PUBLISH="1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    recorded = finished_parts(checkpoint)
+    assert len(recorded) == 1
+    ((part_key, index),) = recorded
+    # Recorded and durable, not yet under its name (the other part's file is opened, empty).
+    (temp,) = [p for p, n in temp_sizes(tmp_path / "data").items() if n]
+    assert temp.name == f".part-{index:05d}.csv.gz.partial"
+    assert not list((tmp_path / "data").rglob("part-*.csv.gz"))
+
+    restarted = time.time()
+    final = run_cli(*args)
+    assert final.returncode == 0, final.stderr
+    again = {(d.part_key, d.index) for d in sim.stats.downloads if d.t >= restarted}
+    assert (part_key, index) not in again and again, again
+    assert_partition_exact(sim.sim, tmp_path / "data", "testai01", "page", "hour", label)
+    assert not temp.exists()

@@ -224,6 +224,46 @@ def test_sigkill_mid_upload_then_restart_leaves_no_upload(tmp_path: Path, start_
     assert (head_a2["ETag"], head_a2["LastModified"]) == (head_a["ETag"], head_a["LastModified"])
 
 
+def test_sigkill_between_record_and_completion(tmp_path: Path, start_sim, s3_server: S3Server,
+                                              s3: Any, bucket: str) -> None:
+    """The part row is written once every byte is uploaded, before the upload is completed. A
+    crash exactly there (the fault seam) leaves an invisible upload that the start-up sweep
+    spares and the restart completes, or, where the server cannot tell the pieces' checksums
+    back, aborts and sends again. Either way: byte-exact, and no upload left behind."""
+    sim = start_sim(parts_per_type=1, part_size=24 * MiB)
+    cfg = write_config(tmp_path, sim.url, storage=storage_section(s3_server, bucket),
+                       projects=[{"ai": "testai01", "data_types": ["page"],
+                                  "export_types": ["hour"]}],
+                       concurrency={"downloads": 1, "partitions": 1})
+    label = hour_label(past_days(2) + timedelta(hours=7))
+    args = ("backfill", "-c", str(cfg), "--from", label, "--to", label)
+    key = f"{partition_prefix('testai01', 'page', 'hour', label)}/part-00000.csv.gz"
+    (part,) = sim.sim.expected_parts("testai01", "hour", "page", label)
+    assert part.size > PART_BYTES  # a multipart upload, not one PutObject
+
+    killed = run_cli(*args, GIO_DOWNLOADER_KILL_BEFORE_PUBLISH="1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert key not in all_keys(s3, bucket)
+    assert [k for k, _ in incomplete_uploads(s3, bucket)] == [key]
+
+    restarted = time.time()
+    final = run_cli(*args)
+    assert final.returncode == 0, final.stderr
+    assert_s3_partition_exact(s3, bucket, sim.sim, "testai01", "page", "hour", label)
+    assert incomplete_uploads(s3, bucket) == []
+    events = [e["event"] for e in log_events(final.stdout)]
+    ready = [e for e in log_events(final.stdout) if e["event"] == "storage ready"]
+    assert ready[0]["aborted_incomplete_uploads"] == 0  # the recorded upload was spared
+    fetched = [d for d in sim.stats.downloads if d.t >= restarted]
+    if "completed an upload that an earlier run had sent" in events:
+        assert fetched == []
+    else:
+        assert ready[0]["upload_checksum"] == "crc32", events
+        assert "cannot complete an upload an earlier run had sent; fetching the part again" \
+            in events
+        assert len(fetched) == 1
+
+
 @pytest.mark.parametrize("problem", ["missing bucket", "wrong endpoint", "no credentials"])
 def test_storage_problem_is_one_line_before_any_download(tmp_path: Path, start_sim,
                                                          s3_server: S3Server, bucket: str,
@@ -356,11 +396,14 @@ async def test_small_and_empty_parts_use_one_put(storage: S3Storage, s3: Any,
     count_uploads(storage, calls)
     empty = await storage.open_part(KEY, 0, verify_gzip=False)
     assert await empty.finish(0) == StoredPart(0, 0, hashlib.sha256(b"").hexdigest())
+    assert calls == []  # sent when published, after the worker has recorded the part
+    await empty.publish()
     await empty.close()
     small_blob = gzip_blob(100 * 1024)
     small = await storage.open_part(KEY, 1, verify_gzip=True)
     await small.write([small_blob])
     assert (await small.finish(len(small_blob))).size == len(small_blob)
+    await small.publish()
     await small.close()
     assert [(c["op"], c["size"]) for c in calls] == [("put_object", 0),
                                                       ("put_object", len(small_blob))]
@@ -391,9 +434,48 @@ async def test_corrupt_part_is_discarded_and_nothing_is_left(storage: S3Storage,
     with pytest.raises(CorruptPart, match="Content-Length"):
         await sink.finish(len(blob) + 1)
     stored = await sink.finish(len(blob))
+    await sink.publish()
     await sink.close()
     assert stored.sha256 == hashlib.sha256(blob).hexdigest()
     assert incomplete_uploads(s3, bucket) == []
+    assert s3.get_object(Bucket=bucket, Key=f"{UNIT_PREFIX}/part-00005.csv.gz")["Body"].read() \
+        == blob
+
+
+@pytest.mark.parametrize("checksum", [MD5, CRC32])
+async def test_a_recorded_upload_is_completed_not_sent_again(storage: S3Storage, s3: Any,
+                                                             bucket: str, checksum: str) -> None:
+    """finish() sends every byte but shows nothing; a part left there (the process died after
+    the checkpoint recorded it) is completed by recover_part from the parts the server lists.
+    Completing a CRC32 upload needs each piece's CRC32, which SeaweedFS's ListParts omits:
+    there the part is refused, fetched again, and its upload aborted when it is reopened."""
+    storage.checksum = checksum
+    blob = gzip_blob(20 * MiB, seed=5)
+    key = f"{UNIT_PREFIX}/part-00008.csv.gz"
+    sink = await storage.open_part(KEY, 8, verify_gzip=True)
+    for pos in range(0, len(blob), MiB):
+        await sink.write([blob[pos:pos + MiB]])
+        if pos == 9 * MiB:  # an UploadPart is in flight or done: readiness must not touch it
+            await storage.check()
+    stored = await sink.finish(len(blob))
+    await sink.close()  # no publish: as if the process had died there
+    assert all_keys(s3, bucket, key) == []
+    assert [k for k, _ in incomplete_uploads(s3, bucket)] == [key]
+    assert not await storage.recover_part(KEY, StoredPart(8, len(blob) - 1, stored.sha256))
+    assert [k for k, _ in incomplete_uploads(s3, bucket)] == [key]
+    calls: list[dict[str, Any]] = []
+    count_uploads(storage, calls)
+    recovered = await storage.recover_part(KEY, stored)
+    assert calls == []  # nothing is sent again by recovery
+    if recovered:
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == blob
+        assert incomplete_uploads(s3, bucket) == []
+        return
+    assert checksum == CRC32, "an MD5 upload completes from its ETags alone"
+    assert all_keys(s3, bucket, key) == []
+    reopened = await storage.open_part(KEY, 8, verify_gzip=True)
+    assert incomplete_uploads(s3, bucket) == []
+    await reopened.close()
 
 
 async def test_abandoned_and_leftover_uploads_are_aborted(storage: S3Storage, s3: Any,
@@ -413,10 +495,15 @@ async def test_abandoned_and_leftover_uploads_are_aborted(storage: S3Storage, s3
     assert sink.offset == 0
     assert [k for k, _ in incomplete_uploads(s3, bucket)] == [f"{UNIT_PREFIX}/part-00070.csv.gz"]
     await sink.close()
-    # The start-up sweep takes the rest under <prefix>/ai=, and nothing outside it.
+    # The start-up sweep takes the rest under <prefix>/ai=, and nothing outside it, nor the
+    # uploads of parts the checkpoint has recorded (``keep``).
     s3.create_multipart_upload(Bucket=bucket, Key="elsewhere/file")
-    await storage.check()
-    assert [k for k, _ in incomplete_uploads(s3, bucket)] == ["elsewhere/file"]
+    recorded = f"{UNIT_PREFIX}/part-00071.csv.gz"
+    s3.create_multipart_upload(Bucket=bucket, Key=recorded)
+    await storage.check()  # the readiness check touches no upload
+    assert len(incomplete_uploads(s3, bucket)) == 3
+    await storage.sweep({storage.location(KEY, "part-00071.csv.gz")})
+    assert sorted(k for k, _ in incomplete_uploads(s3, bucket)) == ["elsewhere/file", recorded]
     assert all_keys(s3, bucket, "unit/.gio") == []  # the write probe is gone
 
 
@@ -493,6 +580,19 @@ async def test_a_part_buffer_is_sent_as_one_view_from_its_read_position() -> Non
     buf.close()
 
 
+async def test_a_failed_check_leaves_the_storage_usable() -> None:
+    """The daemon's readiness check runs check() on the live storage: a failure (S3 down for a
+    moment) must only be reported, not close what the running downloads use."""
+    st = S3Storage(StorageConfig(url="s3://gio-bucket/p",
+                                 endpoint_url=f"http://127.0.0.1:{closed_port()}"), threads=1)
+    try:
+        with pytest.raises(StorageError, match="cannot reach endpoint"):
+            await st.check()
+        assert st.pool.submit(lambda: 42).result(timeout=5) == 42
+    finally:
+        await st.close()
+
+
 def test_missing_aiobotocore_is_a_storage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "downloader.s3", None)
     with pytest.raises(StorageError, match=r"pip install 'gio-downloader\[s3\]'"):
@@ -531,7 +631,9 @@ async def test_memory_per_part_is_bounded_whatever_its_size(
         try:
             for pos in range(0, len(blob), MiB):
                 await sink.write([blob[pos:pos + MiB]])
-            return await sink.finish(len(blob))
+            stored = await sink.finish(len(blob))
+            await sink.publish()
+            return stored
         finally:
             await sink.close()
 
