@@ -142,8 +142,11 @@ class S3Storage:
         self._keep = threads + self._spares
         self._free: list[PartBuffer] = []
         self._open_sinks = 0
-        # The upload checksum: Content-MD5 until check() finds that the server verifies CRC32.
+        # The upload checksum: Content-MD5 unless the first check() finds that the server
+        # verifies CRC32. Chosen once, so the readiness checks that follow cannot change it
+        # under an upload in flight (whose pieces and completion must agree).
         self.checksum = MD5
+        self._checksum_chosen = False
         # One thread per concurrent download for hashing and gzip checks, plus a spare.
         self.pool = ThreadPoolExecutor(max_workers=threads + 1, thread_name_prefix="gio-s3")
         self._session = get_session()
@@ -412,7 +415,9 @@ class S3Storage:
         body = b"gio-downloader write probe\n"
         await self._call(f"PutObject {self.url_of(key)}", c.put_object, Bucket=self.bucket,
                          Key=key, Body=body, **Checksum.of(MD5, body).request_args())
-        self.checksum = CRC32 if await self._rejects_wrong_crc32(c, key, body) else MD5
+        if not self._checksum_chosen:  # once: every upload of a run uses the same kind
+            self.checksum = CRC32 if await self._rejects_wrong_crc32(c, key, body) else MD5
+            self._checksum_chosen = True
         try:
             await c.delete_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:

@@ -457,6 +457,7 @@ async def test_a_recorded_upload_is_completed_not_sent_again(storage: S3Storage,
         await sink.write([blob[pos:pos + MiB]])
         if pos == 9 * MiB:  # an UploadPart is in flight or done: readiness must not touch it
             await storage.check()
+            assert storage.checksum == checksum  # chosen once, not again under an upload
     stored = await sink.finish(len(blob))
     await sink.close()  # no publish: as if the process had died there
     assert all_keys(s3, bucket, key) == []
