@@ -146,6 +146,7 @@ class S3Storage:
         # verifies CRC32. Chosen once, so the readiness checks that follow cannot change it
         # under an upload in flight (whose pieces and completion must agree).
         self.checksum = MD5
+        self.declare_crc32 = False  # whether a CRC32 multipart upload says so when created
         self._checksum_chosen = False
         # One thread per concurrent download for hashing and gzip checks, plus a spare.
         self.pool = ThreadPoolExecutor(max_workers=threads + 1, thread_name_prefix="gio-s3")
@@ -257,7 +258,8 @@ class S3Storage:
 
     async def create_upload(self, key: str) -> str:
         c = await self.client()
-        extra = {"ChecksumAlgorithm": "CRC32"} if self.checksum == CRC32 else {}
+        extra = {"ChecksumAlgorithm": "CRC32"} if self.checksum == CRC32 and self.declare_crc32 \
+            else {}
         resp = await self._call("CreateMultipartUpload", c.create_multipart_upload,
                                 Bucket=self.bucket, Key=key,
                                 ContentType="application/gzip", **extra)
@@ -278,7 +280,7 @@ class S3Storage:
         self.give_back(body)
         # CompleteMultipartUpload lists each part's checksum when the upload declared one.
         return {"PartNumber": number, "ETag": resp["ETag"],
-                **{k: v for k, v in args.items() if k != "ContentMD5"}}
+                **(args if self.checksum == CRC32 and self.declare_crc32 else {})}
 
     async def complete_upload(self, key: str, upload_id: str,
                               parts: list[dict[str, Any]]) -> None:
@@ -416,7 +418,7 @@ class S3Storage:
         await self._call(f"PutObject {self.url_of(key)}", c.put_object, Bucket=self.bucket,
                          Key=key, Body=body, **Checksum.of(MD5, body).request_args())
         if not self._checksum_chosen:  # once: every upload of a run uses the same kind
-            self.checksum = CRC32 if await self._rejects_wrong_crc32(c, key, body) else MD5
+            await self._choose_checksum(c, key, body)
             self._checksum_chosen = True
         try:
             await c.delete_object(Bucket=self.bucket, Key=key)
@@ -425,18 +427,38 @@ class S3Storage:
             log.warning("could not delete the write probe", object=self.url_of(key),
                         error=str(exc))
 
-    async def _rejects_wrong_crc32(self, c: Any, key: str, body: bytes) -> bool:
-        """Whether the server checks x-amz-checksum-crc32: it must refuse a wrong one. A server
-        that ignores the header stores the probe again (deleted after), one that does not know
-        it answers some other error; either way Content-MD5 is used."""
-        wrong = Checksum.of(CRC32, body + b"!").request_args()
+    async def _refuses_wrong_crc32(self, request: Callable[..., Awaitable[Any]],
+                                   **kwargs: Any) -> bool:
+        """Whether the server refused a request whose x-amz-checksum-crc32 is wrong (a server
+        that ignores the header takes it; one that does not know it answers another error)."""
         try:
-            await c.put_object(Bucket=self.bucket, Key=key, Body=body, **wrong)
+            await request(**kwargs, **Checksum.of(CRC32, b"not the body").request_args())
         except ClientError as exc:
             return _code(exc) in _BAD_CHECKSUM
         except BotoCoreError:
             return False
         return False
+
+    async def _choose_checksum(self, c: Any, key: str, body: bytes) -> None:
+        """CRC32 where the server verifies it, else Content-MD5. And whether a multipart upload
+        must declare CRC32 when it is created: where the server verifies the pieces' CRC32
+        without it (SeaweedFS), it is not declared, so that an upload left by a crash can be
+        completed from the pieces' ETags alone (which ListParts always gives back); where it
+        must be declared (AWS S3), completing one needs the pieces' CRC32 from ListParts."""
+        self.checksum, self.declare_crc32 = MD5, False
+        if not await self._refuses_wrong_crc32(c.put_object, Bucket=self.bucket, Key=key,
+                                               Body=body):
+            return
+        self.checksum = CRC32
+        upload_id = (await self._call("CreateMultipartUpload", c.create_multipart_upload,
+                                      Bucket=self.bucket, Key=key))["UploadId"]
+        try:
+            self.declare_crc32 = not await self._refuses_wrong_crc32(
+                c.upload_part, Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=1,
+                Body=body)
+        finally:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                await c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
     async def open_part(self, key: PartitionKey, index: int, verify_gzip: bool) -> PartSink:
         return await S3PartSink(self, key, index, verify_gzip).open()
