@@ -256,10 +256,14 @@ class S3Storage:
 
     # --- operations the sinks use ------------------------------------------------------------
 
+    @property
+    def _declares_crc32(self) -> bool:
+        """Multipart uploads say they carry CRC32 (and list each piece's when completed)."""
+        return self.checksum == CRC32 and self.declare_crc32
+
     async def create_upload(self, key: str) -> str:
         c = await self.client()
-        extra = {"ChecksumAlgorithm": "CRC32"} if self.checksum == CRC32 and self.declare_crc32 \
-            else {}
+        extra = {"ChecksumAlgorithm": "CRC32"} if self._declares_crc32 else {}
         resp = await self._call("CreateMultipartUpload", c.create_multipart_upload,
                                 Bucket=self.bucket, Key=key,
                                 ContentType="application/gzip", **extra)
@@ -280,7 +284,7 @@ class S3Storage:
         self.give_back(body)
         # CompleteMultipartUpload lists each part's checksum when the upload declared one.
         return {"PartNumber": number, "ETag": resp["ETag"],
-                **(args if self.checksum == CRC32 and self.declare_crc32 else {})}
+                **(args if self._declares_crc32 else {})}
 
     async def complete_upload(self, key: str, upload_id: str,
                               parts: list[dict[str, Any]]) -> None:

@@ -212,7 +212,7 @@ class S3PartSink:
         aborted = await self._s.abort_uploads(self.key, exact=True)
         if aborted:
             log.info("discarded an unfinished upload of this part; uploading it again",
-                             object=self._s.url_of(self.key), uploads=aborted)
+                     object=self._s.url_of(self.key), uploads=aborted)
         self._s.sink_opened()
         self._open = True
         return self
@@ -349,7 +349,8 @@ class S3PartSink:
             self._s.give_back(body)
         else:
             await self._s.complete_upload(self.key, self._upload_id, self._parts)
-        self._upload_id = None  # kept until now so that close() aborts a failed one
+        # Kept until now so that the reset() after a failed completion aborts the upload.
+        self._upload_id = None
         stored = await self._s.size_of(self.key)
         if stored != self.offset:
             held = "is missing" if stored is None else f"holds {stored} bytes"
