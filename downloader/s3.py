@@ -379,8 +379,9 @@ class S3Storage:
 
     async def check(self) -> None:
         """The bucket exists and we may write under the prefix (which also tells which upload
-        checksum the server verifies). One clear line (StorageError) otherwise. It touches no
-        upload: the daemon's readiness check calls it while parts are uploading."""
+        checksum the server verifies, on the first call). One clear line (StorageError)
+        otherwise. It touches no part's upload: the daemon's readiness check calls it while
+        parts are uploading."""
         async with contextlib.AsyncExitStack() as stack:
             quick = await self._new_client(stack, CHECK_ATTEMPTS)
             await self._check_bucket(quick)
