@@ -169,11 +169,11 @@ def local_section(ctx: Ctx, sim: Simulator, part: Partition) -> Outcome:
         # References, not contenders: the plainest aiohttp + uvloop client, without and with
         # the SHA-256 the downloader computes for its manifests, to tell the client library's
         # share and the hash's share of the wall time from the downloader's own.
-        Contender("aiohttp_plain", "plain aiohttp client (bench/plainclient.py)",
+        Contender("aiohttp_plain", "plain aiohttp client (reference)",
                   lambda d: plain_client_cmd(part, d, sha256=False),
                   lambda d, sha: verify_local(d, part, sha), rm, env=python_env(),
                   warmup=False),
-        Contender("aiohttp_plain_sha", "the same, hashing SHA-256",
+        Contender("aiohttp_plain_sha", "plain aiohttp client + SHA-256",
                   lambda d: plain_client_cmd(part, d, sha256=True),
                   lambda d, sha: verify_local(d, part, sha), rm, env=python_env(),
                   warmup=False),
