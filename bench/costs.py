@@ -56,8 +56,8 @@ def per_byte(sample: Path) -> dict[str, Any]:
 
 # What the downloader's process holds before it downloads anything: the RSS floor.
 IMPORT_FLOORS = {
-    "local": "import downloader.cli, downloader.app, downloader.storage, aiohttp, uvloop",
-    "s3": "import downloader.cli, downloader.app, downloader.s3, aiohttp, uvloop",
+    "local": "import downloader.cli, downloader.engine.runner, downloader.storage.base, aiohttp, uvloop",
+    "s3": "import downloader.cli, downloader.engine.runner, downloader.storage.s3, aiohttp, uvloop",
 }
 
 

@@ -21,17 +21,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from downloader.checkpoint import Checkpoint, DoneSet  # noqa: E402
+from downloader.engine.checkpoint import Checkpoint, DoneSet  # noqa: E402
 from downloader.config import ProjectConfig  # noqa: E402
-from downloader.constants import ALL_DATA_TYPES, BEIJING  # noqa: E402
-from downloader.partitions import (  # noqa: E402
+from downloader.core.constants import ALL_DATA_TYPES, BEIJING  # noqa: E402
+from downloader.core.partitions import (  # noqa: E402
     Lags,
     PartitionKey,
     periods_in_range,
     split_due,
     window,
 )
-from downloader.scheduler import plan_jobs  # noqa: E402
+from downloader.engine.scheduler import plan_jobs  # noqa: E402
 
 # A fixed "now" (minutes past the hour, like a real daemon wake-up) keeps the count stable.
 NOW = datetime(2026, 11, 20, 10, 47, tzinfo=BEIJING)

@@ -22,13 +22,13 @@ from typing import Any, NoReturn
 import structlog
 
 from downloader import __version__
-from downloader.checkpoint import Checkpoint, CheckpointError
-from downloader.clock import Clock, clock_from_env
+from downloader.engine.checkpoint import Checkpoint, CheckpointError
+from downloader.core.clock import Clock, clock_from_env
 from downloader.config import Config, ConfigError, check_writable, load_config
-from downloader.logs import setup_logging
-from downloader.partitions import parse_hour, window
-from downloader.progress import report_progress
-from downloader.storage import StorageError
+from downloader.service.logs import setup_logging
+from downloader.core.partitions import parse_hour, window
+from downloader.service.progress import report_progress
+from downloader.storage.base import StorageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 log = structlog.get_logger("gio.cli")
@@ -155,7 +155,7 @@ def _print_summary(summary: Any) -> None:
 async def backfill_and_report(cfg: Config, first: datetime, last: datetime,
                               clock: Clock) -> int:
     """Run a backfill with signals, a progress reporter and the closing summary."""
-    from downloader.app import Summary, backfill
+    from downloader.engine.runner import Summary, backfill
 
     stopping = asyncio.Event()
     main = asyncio.current_task()
@@ -194,7 +194,7 @@ def cmd_backfill(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
-    from downloader.daemon import Daemon
+    from downloader.service.daemon import Daemon
 
     cfg = load_config(args.config)
     preflight(cfg)
@@ -215,7 +215,7 @@ def cmd_demo(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
-    from downloader.status import build_status, format_status
+    from downloader.service.status import build_status, format_status
 
     cfg = load_config(args.config)
     with Checkpoint(cfg.checkpoint, readonly=True) as checkpoint:
@@ -230,7 +230,7 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from downloader.simulator import SimConfig, serve
+    from downloader.sim.raw import SimConfig, serve
 
     setup_logging("auto", "info")
     config = SimConfig(token=args.token or None, part_size=args.part_size,

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
-from downloader.constants import (
+from downloader.core.constants import (
     ALL_DATA_TYPES,
     DEFAULT_DAY_LAG_MINUTES,
     DEFAULT_DOWNLOAD_CONCURRENCY,
@@ -36,7 +36,7 @@ from downloader.constants import (
     MAX_LINK_EXPIRE_MINUTES,
     NIGHT_HOURS,
 )
-from downloader.partitions import Lags
+from downloader.core.partitions import Lags
 
 
 class ConfigError(Exception):

@@ -12,8 +12,8 @@ from typing import TextIO
 
 import yaml
 
-from downloader.clock import Clock
-from downloader.partitions import HOUR, floor_hour
+from downloader.core.clock import Clock
+from downloader.core.partitions import HOUR, floor_hour
 
 DEMO_TYPES = ["visit", "page", "custom_event"]
 DEMO_AI = "demo0001"
@@ -34,8 +34,8 @@ def demo_config(out: Path, url: str) -> dict[str, object]:
 def run_demo(out_dir: str, hours: int, clock: Clock, stream: TextIO = sys.stderr) -> int:
     from downloader.cli import run_async
     from downloader.config import load_config
-    from downloader.logs import setup_logging
-    from downloader.simulator import SimConfig, start_simulator
+    from downloader.service.logs import setup_logging
+    from downloader.sim.raw import SimConfig, start_simulator
 
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -66,8 +66,8 @@ def run_demo(out_dir: str, hours: int, clock: Clock, stream: TextIO = sys.stderr
         if len(files) > 3:
             print(f"  ... and {len(files) - 3} more, each folder with its _SUCCESS manifest",
                   file=stream)
-        from downloader.checkpoint import Checkpoint
-        from downloader.status import build_status, format_status
+        from downloader.engine.checkpoint import Checkpoint
+        from downloader.service.status import build_status, format_status
 
         with Checkpoint(cfg.checkpoint, readonly=True) as cp:
             print("\n" + format_status(build_status(cfg, cp, clock.now())), file=stream)

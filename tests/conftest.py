@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from downloader.constants import BEIJING
-from downloader.simulator import SimConfig, Simulator, start_simulator
+from downloader.core.constants import BEIJING
+from downloader.sim.raw import SimConfig, Simulator, start_simulator
 
 TOKEN = "test-token-5f1d2c9a8b7e"
 REPO = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ TYPES = ["visit", "page", "custom_event"]
 
 
 def hours_of(first_label: str, count: int) -> list[str]:
-    from downloader.partitions import parse_hour
+    from downloader.core.partitions import parse_hour
 
     first = parse_hour(first_label)
     return [hour_label(first + timedelta(hours=i)) for i in range(count)]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from downloader.checkpoint import Checkpoint, CheckpointError, PartitionRow, StoredPart
-from downloader.constants import BEIJING
-from downloader.partitions import PartitionKey, Period
+from downloader.engine.checkpoint import Checkpoint, CheckpointError, PartitionRow, StoredPart
+from downloader.core.constants import BEIJING
+from downloader.core.partitions import PartitionKey, Period
 
 
 def key(ai: str = "0a1b2c3d", data_type: str = "visit", export_type: str = "hour",

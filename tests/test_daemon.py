@@ -22,8 +22,8 @@ import pytest
 import yaml
 from conftest import REPO, assert_partition_exact, cli_env, write_config
 
-from downloader.clock import ScaledClock
-from downloader.constants import BEIJING, DEFAULT_PARTITION_CONCURRENCY
+from downloader.core.clock import ScaledClock
+from downloader.core.constants import BEIJING, DEFAULT_PARTITION_CONCURRENCY
 
 # The fake "now" when the daemon starts: 10:20 Beijing, so the 10:00 hour is due at 11:30.
 START = datetime(2026, 11, 20, 10, 20, tzinfo=BEIJING)

@@ -19,13 +19,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from downloader import __version__
-from downloader.checkpoint import Checkpoint
+from downloader.engine.checkpoint import Checkpoint
 from downloader.config import parse_config
-from downloader.constants import BEIJING
-from downloader.health import HealthServer, metric_families, parse_listen
-from downloader.partitions import PartitionKey, Period
-from downloader.stats import Stats
-from downloader.status import build_status
+from downloader.core.constants import BEIJING
+from downloader.service.health import HealthServer, metric_families, parse_listen
+from downloader.core.partitions import PartitionKey, Period
+from downloader.core.stats import Stats
+from downloader.service.status import build_status
 
 # Hour lag 30 min: at 12:00 the newest due hour is 10:00-11:00 (11:00-12:00 is due at 12:30).
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=BEIJING)

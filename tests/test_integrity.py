@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from downloader.integrity import CorruptPart, GzipVerifier
+from downloader.core.integrity import CorruptPart, GzipVerifier
 
 WHOLE = 0  # chunk size meaning "all bytes in one feed()"
 CHUNK_SIZES = [1, 7, 4096, WHOLE]

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from downloader.constants import BEIJING
-from downloader.partitions import (
+from downloader.core.constants import BEIJING
+from downloader.core.partitions import (
     Lags,
     Period,
     due_at,

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from downloader.policy import (
+from downloader.core.policy import (
     Action,
     backoff,
     classify_api,

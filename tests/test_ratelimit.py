@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from downloader.ratelimit import RateLimiter
+from downloader.core.ratelimit import RateLimiter
 
 EPSILON = 1e-6
 

@@ -40,14 +40,14 @@ from s3server import (  # noqa: E402
     start_s3,
 )
 
-from downloader.checkpoint import StoredPart  # noqa: E402
+from downloader.engine.checkpoint import StoredPart  # noqa: E402
 from downloader.config import StorageConfig  # noqa: E402
-from downloader.csvgen import PartSpec, target_size  # noqa: E402
-from downloader.integrity import CorruptPart  # noqa: E402
-from downloader.partitions import PartitionKey, Period, parse_hour  # noqa: E402
-from downloader.s3 import PART_BYTES, S3Storage  # noqa: E402
-from downloader.s3parts import CRC32, MD5, Checksum  # noqa: E402
-from downloader.storage import StorageError, open_storage  # noqa: E402
+from downloader.sim.csvgen import PartSpec, target_size  # noqa: E402
+from downloader.core.integrity import CorruptPart  # noqa: E402
+from downloader.core.partitions import PartitionKey, Period, parse_hour  # noqa: E402
+from downloader.storage.s3 import PART_BYTES, S3Storage  # noqa: E402
+from downloader.storage.s3parts import CRC32, MD5, Checksum  # noqa: E402
+from downloader.storage.base import StorageError, open_storage  # noqa: E402
 
 MiB = 1024 * 1024
 TYPES = ["visit", "page", "custom_event"]
@@ -580,7 +580,7 @@ async def test_a_part_buffer_is_sent_as_one_view_from_its_read_position() -> Non
     from aiobotocore._endpoint_helpers import _IOBaseWrapper
     from aiohttp import payload
 
-    from downloader.s3parts import PartBuffer, PartBufferPayload
+    from downloader.storage.s3parts import PartBuffer, PartBufferPayload
 
     buf = PartBuffer(1024)
     buf.append(memoryview(b"0123456789"))
@@ -624,7 +624,7 @@ async def test_a_failed_check_leaves_the_storage_usable() -> None:
 
 
 def test_missing_aiobotocore_is_a_storage_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "downloader.s3", None)
+    monkeypatch.setitem(sys.modules, "downloader.storage.s3", None)
     with pytest.raises(StorageError, match=r"pip install 'gio-downloader\[s3\]'"):
         open_storage(StorageConfig(url="s3://bucket/prefix"), threads=1)
 
@@ -633,7 +633,7 @@ async def test_memory_per_part_is_bounded_whatever_its_size(
         storage: S3Storage, monkeypatch: pytest.MonkeyPatch) -> None:
     """At most two 8 MiB buffers per part, and the second only within the storage's budget;
     reused while parts are open, and given back to the OS when none is."""
-    import downloader.s3 as s3mod
+    import downloader.storage.s3 as s3mod
 
     live: set[Any] = set()
     most = [0]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from downloader.sdnotify import Notifier, watchdog_loop
+from downloader.service.sdnotify import Notifier, watchdog_loop
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs AF_UNIX")
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),

@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from downloader.csvgen import BEIJING, parse_partition
-from downloader.simulator import (
+from downloader.sim.csvgen import BEIJING, parse_partition
+from downloader.sim.raw import (
     ALL_DATA_TYPES,
     COLUMNS,
     ApiCall,

@@ -11,9 +11,9 @@ from urllib.parse import quote, urljoin
 import aiohttp
 
 from downloader.config import ApiConfig
-from downloader.partitions import Job
-from downloader.policy import Decision, classify_api, parse_retry_after
-from downloader.ratelimit import RateLimiter
+from downloader.core.partitions import Job
+from downloader.core.policy import Decision, classify_api, parse_retry_after
+from downloader.core.ratelimit import RateLimiter
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from downloader.checkpoint import DoneSet
+from downloader.engine.checkpoint import DoneSet
 from downloader.config import Config, ProjectConfig
-from downloader.partitions import (
+from downloader.core.partitions import (
     Job,
     Lags,
     Period,

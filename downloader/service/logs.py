@@ -60,7 +60,7 @@ class _LineWriter:
         self.stream = stream
 
     def msg(self, message: str) -> None:
-        from downloader.progress import PROGRESS_LINE
+        from downloader.service.progress import PROGRESS_LINE
 
         PROGRESS_LINE.clear()
         self.stream.write(message + "\n")

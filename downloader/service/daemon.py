@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 import anyio
 import structlog
 
-from downloader.app import Runner
-from downloader.clock import Clock, sleep_until
+from downloader.engine.runner import Runner
+from downloader.core.clock import Clock, sleep_until
 from downloader.config import Config, ConfigError, load_config
-from downloader.logs import REDACTOR
-from downloader.partitions import (
+from downloader.service.logs import REDACTOR
+from downloader.core.partitions import (
     DAY,
     HOUR,
     Period,
@@ -30,11 +30,11 @@ from downloader.partitions import (
     next_due,
     window,
 )
-from downloader.progress import progress_text, report_progress
-from downloader.scheduler import plan_for_config
-from downloader.sdnotify import Notifier, watchdog_loop
-from downloader.stats import Stats
-from downloader.status import build_status
+from downloader.service.progress import progress_text, report_progress
+from downloader.engine.scheduler import plan_for_config
+from downloader.service.sdnotify import Notifier, watchdog_loop
+from downloader.core.stats import Stats
+from downloader.service.status import build_status
 
 log = structlog.get_logger("gio.daemon")
 
@@ -187,7 +187,7 @@ class Daemon:
     # --- main ----------------------------------------------------------------------------------
 
     async def run(self) -> int:
-        from downloader.health import HealthServer
+        from downloader.service.health import HealthServer
 
         main = asyncio.current_task()
         assert main is not None

@@ -36,7 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
-from downloader.csvgen import (
+from downloader.sim.csvgen import (
     ALL_DATA_TYPES,
     BEIJING,
     COLUMNS,

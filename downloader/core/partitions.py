@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import NamedTuple
 
-from downloader.constants import (
+from downloader.core.constants import (
     BEIJING,
     DEFAULT_DAY_LAG_MINUTES,
     DEFAULT_HOUR_LAG_MINUTES,

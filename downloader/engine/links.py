@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from downloader.api import Insights
+from downloader.sources.raw.client import Insights
 
 
 class LinksChanged(Exception):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from downloader.checkpoint import Checkpoint, PartitionRow
+from downloader.engine.checkpoint import Checkpoint, PartitionRow
 from downloader.config import Config
-from downloader.partitions import PartitionKey, Period, periods_in_range, split_due, window
+from downloader.core.partitions import PartitionKey, Period, periods_in_range, split_due, window
 
 
 def build_status(cfg: Config, checkpoint: Checkpoint, now: datetime) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def build_status(cfg: Config, checkpoint: Checkpoint, now: datetime) -> dict[str
 
 
 def format_status(report: dict[str, Any]) -> str:
-    from downloader.progress import human_duration
+    from downloader.service.progress import human_duration
 
     lines = [f"checkpoint {report['checkpoint']}   now {report['now']} (Beijing)",
              f"window from {report['window_first_hour']}"]

@@ -32,13 +32,13 @@ import anyio
 import structlog
 from aiohttp import payload
 
-from downloader.checkpoint import StoredPart
-from downloader.integrity import CorruptPart, GzipVerifier
-from downloader.partitions import PartitionKey
-from downloader.storage import StorageError, part_name
+from downloader.engine.checkpoint import StoredPart
+from downloader.core.integrity import CorruptPart, GzipVerifier
+from downloader.core.partitions import PartitionKey
+from downloader.storage.base import StorageError, part_name
 
 if TYPE_CHECKING:
-    from downloader.s3 import S3Storage
+    from downloader.storage.s3 import S3Storage
 
 log = structlog.get_logger("gio.s3")
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from downloader.constants import BEIJING
+from downloader.core.constants import BEIJING
 
 FAKE_NOW_ENV = "GIO_DOWNLOADER_FAKE_NOW"
 CLOCK_RATE_ENV = "GIO_DOWNLOADER_CLOCK_RATE"

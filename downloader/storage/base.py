@@ -20,9 +20,9 @@ from typing import Any, BinaryIO, Protocol
 import aiofiles
 import aiofiles.os
 
-from downloader.checkpoint import StoredPart
+from downloader.engine.checkpoint import StoredPart
 from downloader.config import ConfigError, StorageConfig, check_writable
-from downloader.constants import (
+from downloader.core.constants import (
     IO_BLOCK_BYTES,
     PART_NAME_FORMAT,
     SUCCESS_NAME,
@@ -30,8 +30,8 @@ from downloader.constants import (
     TEMP_SUFFIX,
     WRITEBACK_BYTES,
 )
-from downloader.integrity import CorruptPart, GzipVerifier
-from downloader.partitions import PartitionKey
+from downloader.core.integrity import CorruptPart, GzipVerifier
+from downloader.core.partitions import PartitionKey
 
 
 class StorageError(Exception):
@@ -338,7 +338,7 @@ def open_storage(cfg: StorageConfig, threads: int) -> Storage:
     if cfg.scheme == "s3":
         # Imported here: the base install works without aiobotocore (the [s3] extra).
         try:
-            from downloader.s3 import S3Storage
+            from downloader.storage.s3 import S3Storage
         except ImportError as exc:
             raise StorageError(f"storage.url {cfg.url}: S3 storage needs aiobotocore "
                                f"({exc.name or exc}); pip install 'gio-downloader[s3]'") from None

@@ -8,7 +8,7 @@ from typing import TextIO
 
 import structlog
 
-from downloader.stats import Stats
+from downloader.core.stats import Stats
 
 log = structlog.get_logger("gio.progress")
 

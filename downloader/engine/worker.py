@@ -21,16 +21,16 @@ import anyio
 import structlog
 
 from downloader import __version__
-from downloader.api import Insights, InsightsClient
-from downloader.checkpoint import Checkpoint, StoredPart
+from downloader.sources.raw.client import Insights, InsightsClient
+from downloader.engine.checkpoint import Checkpoint, StoredPart
 from downloader.config import Config
-from downloader.constants import IO_BLOCK_BYTES
-from downloader.integrity import CorruptPart
-from downloader.links import LinksChanged, LinkSet
-from downloader.partitions import Job, PartitionKey, due_at
-from downloader.policy import Action, Decision, backoff, classify_download, parse_retry_after
-from downloader.stats import Stats
-from downloader.storage import PartSink, Storage, StorageError, part_name
+from downloader.core.constants import IO_BLOCK_BYTES
+from downloader.core.integrity import CorruptPart
+from downloader.engine.links import LinksChanged, LinkSet
+from downloader.core.partitions import Job, PartitionKey, due_at
+from downloader.core.policy import Action, Decision, backoff, classify_download, parse_retry_after
+from downloader.core.stats import Stats
+from downloader.storage.base import PartSink, Storage, StorageError, part_name
 
 log = structlog.get_logger("gio.worker")
 

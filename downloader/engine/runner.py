@@ -14,16 +14,16 @@ import anyio
 import structlog
 
 from downloader import __version__
-from downloader.api import InsightsClient
-from downloader.checkpoint import Checkpoint, DoneSet
+from downloader.sources.raw.client import InsightsClient
+from downloader.engine.checkpoint import Checkpoint, DoneSet
 from downloader.config import Config
-from downloader.constants import READ_BUFFER_BYTES
-from downloader.partitions import Job, PartitionKey, Period
-from downloader.ratelimit import RateLimiter
-from downloader.scheduler import DelayQueue, plan_for_config
-from downloader.stats import Stats
-from downloader.storage import Storage, open_storage, part_name
-from downloader.worker import JobState, Outcome, StopRun, Worker
+from downloader.core.constants import READ_BUFFER_BYTES
+from downloader.core.partitions import Job, PartitionKey, Period
+from downloader.core.ratelimit import RateLimiter
+from downloader.engine.scheduler import DelayQueue, plan_for_config
+from downloader.core.stats import Stats
+from downloader.storage.base import Storage, open_storage, part_name
+from downloader.engine.worker import JobState, Outcome, StopRun, Worker
 
 log = structlog.get_logger("gio.app")
 

@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from downloader import __version__
-from downloader.stats import Stats
+from downloader.core.stats import Stats
 
 log = structlog.get_logger("gio.health")
 

@@ -1,6 +1,6 @@
 """S3 (and S3-compatible) storage: the same layout and ``_SUCCESS`` manifests as local storage,
 under ``s3://bucket/prefix``. How one part streams into a multipart upload is in
-:mod:`downloader.s3parts`; this module has the client, the start-up checks and the operations.
+:mod:`downloader.storage.s3parts`; this module has the client, the start-up checks and the operations.
 
 Every request that carries data carries a checksum the server verifies (CRC32 where the start-up
 probe shows the server checks it, else Content-MD5), so a byte changed on the way is refused, and
@@ -37,13 +37,13 @@ from botocore.exceptions import (
 )
 
 from downloader import __version__
-from downloader.checkpoint import StoredPart
+from downloader.engine.checkpoint import StoredPart
 from downloader.config import StorageConfig
-from downloader.constants import SUCCESS_NAME
-from downloader.integrity import CorruptPart
-from downloader.partitions import PartitionKey
-from downloader.s3parts import CRC32, MD5, PART_BYTES, Checksum, PartBuffer, S3PartSink
-from downloader.storage import (
+from downloader.core.constants import SUCCESS_NAME
+from downloader.core.integrity import CorruptPart
+from downloader.core.partitions import PartitionKey
+from downloader.storage.s3parts import CRC32, MD5, PART_BYTES, Checksum, PartBuffer, S3PartSink
+from downloader.storage.base import (
     PartSink,
     StorageError,
     manifest_bytes,

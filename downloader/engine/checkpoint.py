@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from downloader.partitions import PartitionKey, Period
+from downloader.core.partitions import PartitionKey, Period
 
 SCHEMA_VERSION = 1
 
