@@ -1,7 +1,7 @@
 """Scheduling micro-benchmark, in one process (``time.perf_counter``, medians):
 100 projects x 10 data types x hour+day over the 15-day window, every due partition done.
 
-- ``plan``: ``scheduler.plan_jobs`` with a ready-made set of done keys (must plan 0 jobs);
+- ``plan``: the raw source's ``plan_jobs`` with a ready-made set of done keys (must plan 0 jobs);
 - ``done_set``: ``Checkpoint.done_set()`` reading that set back from a real SQLite checkpoint
   (what ``backfill`` and the daemon do before planning), then once both together.
 
@@ -21,17 +21,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from downloader.engine.checkpoint import Checkpoint, DoneSet  # noqa: E402
 from downloader.config import ProjectConfig  # noqa: E402
 from downloader.core.constants import ALL_DATA_TYPES, BEIJING  # noqa: E402
+from downloader.core.model import DoneSet, PartitionKey  # noqa: E402
 from downloader.core.partitions import (  # noqa: E402
     Lags,
-    PartitionKey,
     periods_in_range,
     split_due,
     window,
 )
-from downloader.engine.scheduler import plan_jobs  # noqa: E402
+from downloader.engine.checkpoint import Checkpoint  # noqa: E402
+from downloader.sources.raw.keys import raw_key  # noqa: E402
+from downloader.sources.raw.plan import plan_jobs  # noqa: E402
 
 # A fixed "now" (minutes past the hour, like a real daemon wake-up) keeps the count stable.
 NOW = datetime(2026, 11, 20, 10, 47, tzinfo=BEIJING)
@@ -67,7 +68,7 @@ def main() -> int:
     done: set[PartitionKey] = set()
     for p in projects:
         due, _, _ = split_due(periods_in_range(first, last, p.export_types), NOW, lags)
-        done.update(PartitionKey(p.ai, t, period) for period in due for t in p.data_types)
+        done.update(raw_key(p.ai, t, period) for period in due for t in p.data_types)
 
     done_set = DoneSet.from_keys(done)
     result: dict[str, object] = {

@@ -32,9 +32,9 @@ def demo_config(out: Path, url: str) -> dict[str, object]:
 
 
 def run_demo(out_dir: str, hours: int, clock: Clock, stream: TextIO = sys.stderr) -> int:
-    from downloader.cli import run_async
     from downloader.config import load_config
     from downloader.service.logs import setup_logging
+    from downloader.service.oneshot import backfill_and_report, run_async
     from downloader.sim.raw import SimConfig, start_simulator
 
     out = Path(out_dir).absolute()
@@ -54,8 +54,6 @@ def run_demo(out_dir: str, hours: int, clock: Clock, stream: TextIO = sys.stderr
         print(f"demo: backfilling {hours} hours ({first:%Y-%m-%d %H}:00 to "
               f"{last + HOUR:%H}:00 Beijing) of {', '.join(DEMO_TYPES)} ...", file=stream)
         setup_logging("console" if stream.isatty() else "auto", "warning", cfg.secrets)
-        from downloader.cli import backfill_and_report
-
         code = run_async(backfill_and_report(cfg, first, last, clock))
         files = sorted((out / "raw").rglob("part-*.csv.gz"))
         total = sum(f.stat().st_size for f in files)

@@ -11,7 +11,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import NamedTuple
 
 from downloader.core.constants import (
     BEIJING,
@@ -81,33 +80,6 @@ class Period:
     def from_label(cls, export_type: str, label: str) -> Period:
         fmt = "%Y%m%d%H" if export_type == "hour" else "%Y%m%d"
         return cls(datetime.strptime(label, fmt).replace(tzinfo=BEIJING), export_type)
-
-
-class PartitionKey(NamedTuple):
-    """The unit the checkpoint and the output layout know: one data type of one period.
-    (A named tuple rather than a frozen dataclass: planning builds hundreds of thousands.)"""
-
-    ai: str
-    data_type: str
-    period: Period
-
-    def __str__(self) -> str:
-        return f"{self.ai}/{self.data_type}/{self.period}"
-
-
-@dataclass(frozen=True)
-class Job:
-    """What one API call serves: every wanted data type of one project's period."""
-
-    ai: str
-    period: Period
-    data_types: tuple[str, ...]
-
-    def keys(self) -> list[PartitionKey]:
-        return [PartitionKey(self.ai, t, self.period) for t in self.data_types]
-
-    def __str__(self) -> str:
-        return f"{self.ai}/{self.period}[{','.join(self.data_types)}]"
 
 
 @dataclass(frozen=True)

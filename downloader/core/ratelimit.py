@@ -65,3 +65,19 @@ class RateLimiter:
             self._in_flight -= 1
             self._finished.append(self._clock())
             self._changed.set()
+
+
+class RateBudgets:
+    """One limiter per API host, shared by every source that calls that host: two sources on
+    one host (raw exports and statistics share ``api.base_url``) share its budget."""
+
+    def __init__(self, per_second: float) -> None:
+        self.per_second = per_second
+        self._limiters: dict[str, RateLimiter] = {}
+
+    def for_host(self, base_url: str) -> RateLimiter:
+        host = base_url.split("://", 1)[-1].split("/", 1)[0].lower()
+        limiter = self._limiters.get(host)
+        if limiter is None:
+            limiter = self._limiters[host] = RateLimiter(self.per_second)
+        return limiter

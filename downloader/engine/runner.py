@@ -1,4 +1,5 @@
-"""Wiring: storage, checkpoint, HTTP session, API client and workers, run over a job queue."""
+"""Wiring: storage, checkpoint, HTTP session, rate budgets, the sources and the workers, run
+over one job queue."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ import anyio
 import structlog
 
 from downloader import __version__
-from downloader.sources.raw.client import InsightsClient
-from downloader.engine.checkpoint import Checkpoint, DoneSet
 from downloader.config import Config
 from downloader.core.constants import READ_BUFFER_BYTES
-from downloader.core.partitions import Job, PartitionKey, Period
-from downloader.core.ratelimit import RateLimiter
-from downloader.engine.scheduler import DelayQueue, plan_for_config
+from downloader.core.model import DoneSet, PartitionKey
+from downloader.core.ratelimit import RateBudgets
 from downloader.core.stats import Stats
-from downloader.storage.base import Storage, open_storage, part_name
-from downloader.engine.worker import JobState, Outcome, StopRun, Worker
+from downloader.engine.checkpoint import Checkpoint
+from downloader.engine.jobs import JobState, Outcome, Worker
+from downloader.engine.scheduler import DelayQueue, jobs_in_order, plan_all
+from downloader.engine.source import Job, Source
+from downloader.engine.transfer import StopRun
+from downloader.storage.base import Storage
+from downloader.storage.factory import open_storage
 
 log = structlog.get_logger("gio.app")
 
@@ -32,8 +35,8 @@ log = structlog.get_logger("gio.app")
 class Summary:
     done: list[PartitionKey] = field(default_factory=list)
     failed: dict[PartitionKey, str] = field(default_factory=dict)
-    not_due: list[Period] = field(default_factory=list)
-    expired: list[Period] = field(default_factory=list)
+    not_due: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
     already_done: int = 0
     interrupted: bool = False
     fatal: str | None = None
@@ -53,22 +56,39 @@ def make_session(cfg: Config) -> aiohttp.ClientSession:
     )
 
 
+@dataclass(frozen=True)
+class Wiring:
+    """What the engine lends a source's API client: the process's HTTP session, one rate
+    budget per API host, and the counters that every API call is reported to."""
+
+    cfg: Config
+    session: aiohttp.ClientSession
+    budgets: RateBudgets
+    stats: Stats
+
+
+# Builds the configured sources; the service layer supplies it (the engine knows no source).
+SourceFactory = Callable[[Wiring], list[Source]]
+
+
 class Runner:
     """Owns the resources of one run and the workers that drain the job queue."""
 
-    def __init__(self, cfg: Config, clock: Callable[[], datetime],
+    def __init__(self, cfg: Config, clock: Callable[[], datetime], make_sources: SourceFactory,
                  keep_summary: bool = True) -> None:
         self.cfg = cfg
         self.clock = clock
+        self.make_sources = make_sources
+        self.sources: dict[str, Source] = {}
         self.stats = Stats()
         self.summary = Summary()
         self.keep_summary = keep_summary  # a daemon keeps counters only, not growing lists
         self.queue: DelayQueue[Job] = DelayQueue()
         self.states: dict[Job, JobState] = {}
-        # Jobs queued or running, by (ai, period): a rescan never queues one twice.
-        self.active: dict[tuple[str, Period], Job] = {}
+        # Jobs queued or running, by (source, slot): a rescan never queues one twice.
+        self.active: dict[tuple[str, str], Job] = {}
         # When a job last failed (monotonic), so a daemon retries it only after a cool-down.
-        self.failed_at: dict[tuple[str, Period], float] = {}
+        self.failed_at: dict[tuple[str, str], float] = {}
         self.in_flight = 0
         self.stopping = asyncio.Event()
         self.idle = asyncio.Event()  # nothing queued, nothing running
@@ -83,19 +103,23 @@ class Runner:
         try:
             await self.storage.check()
             self.checkpoint = Checkpoint(self.cfg.checkpoint)
-            await self.storage.sweep({self.storage.location(k, part_name(i))
-                                      for k, i in self.checkpoint.unsealed_parts()})
+            self.session = make_session(self.cfg)
+            budgets = RateBudgets(self.cfg.api.rate_limit_per_second)
+            wiring = Wiring(self.cfg, self.session, budgets, self.stats)
+            self.sources = {s.name: s for s in self.make_sources(wiring)}
+            await self.storage.sweep({
+                self.storage.location(self.sources[k.source].folder(k), part.name)
+                for k, part in self.checkpoint.unsealed_parts() if k.source in self.sources})
         except BaseException:
             with anyio.CancelScope(shield=True):
+                if self.session is not None:
+                    await self.session.close()
                 await self.storage.close()
             if self.checkpoint is not None:
                 self.checkpoint.close()
             raise
-        self.session = make_session(self.cfg)
-        limiter = RateLimiter(self.cfg.api.rate_limit_per_second)
-        client = InsightsClient(self.session, self.cfg.api, limiter, self.stats.api_call)
-        self.worker = Worker(self.cfg, self.session, client, self.storage, self.checkpoint,
-                             self.stats, self.clock)
+        self.worker = Worker(self.cfg, self.session, self.sources, self.storage,
+                             self.checkpoint, self.stats, self.clock)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -108,6 +132,15 @@ class Runner:
             if self.checkpoint is not None:
                 self.checkpoint.close()
 
+    def reconfigure(self, cfg: Config) -> None:
+        """Take a reloaded configuration (what a running process can change)."""
+        self.cfg = cfg
+        if self.worker is not None:
+            self.worker.cfg = cfg
+            self.worker.transfer.cfg = cfg
+        for source in self.sources.values():
+            source.reconfigure(cfg)
+
     def is_done(self, key: PartitionKey) -> bool:
         assert self.checkpoint is not None
         row = self.checkpoint.get(key)
@@ -119,8 +152,8 @@ class Runner:
         return self.checkpoint.done_set()
 
     def submit(self, job: Job, delay: float = 0.0) -> bool:
-        """Queue a job unless the same project period is already queued or running."""
-        slot = (job.ai, job.period)
+        """Queue a job unless the same one is already queued or running."""
+        slot = (job.source, job.slot)
         if slot in self.active:
             return False
         self.active[slot] = job
@@ -140,10 +173,10 @@ class Runner:
             return
         self.stats.jobs_finished += 1
         self.states.pop(job, None)
-        self.active.pop((job.ai, job.period), None)
+        self.active.pop((job.source, job.slot), None)
         if outcome.failed_keys:
-            self.failed_at[(job.ai, job.period)] = time.monotonic()
-        for key in job.keys():
+            self.failed_at[(job.source, job.slot)] = time.monotonic()
+        for key in job.keys:
             if key in outcome.failed_keys:
                 self.checkpoint.failed(key, outcome.reason, state.polls + state.attempts)
                 self.stats.partitions_failed += 1
@@ -202,29 +235,34 @@ class Runner:
 
 
 async def backfill(cfg: Config, first_hour: datetime, last_hour: datetime,
-                   clock: Callable[[], datetime], stopping: asyncio.Event | None = None,
+                   clock: Callable[[], datetime], make_sources: SourceFactory,
+                   stopping: asyncio.Event | None = None,
                    runner_hook: Callable[[Runner], None] | None = None) -> Summary:
-    async with Runner(cfg, clock) as runner:
+    async with Runner(cfg, clock, make_sources) as runner:
         if stopping is not None:
             runner.stopping = stopping
         if runner_hook is not None:
             runner_hook(runner)
         now = clock()
-        plan = plan_for_config(cfg, first_hour, last_hour, now, runner.done_snapshot())
-        runner.summary.not_due = plan.not_due
-        runner.summary.expired = plan.expired
-        runner.summary.already_done = plan.already_done
-        if plan.not_due:
-            log.info("skipping periods that are not due yet", count=len(plan.not_due),
-                     first=str(plan.not_due[0]), last=str(plan.not_due[-1]))
-        if plan.expired:
-            log.warning("skipping periods outside the retention window",
-                        count=len(plan.expired), first=str(plan.expired[0]),
-                        last=str(plan.expired[-1]))
-        log.info("backfill planned", jobs=len(plan.jobs), already_done=plan.already_done,
+        plans = plan_all(runner.sources.values(), first_hour, last_hour, now,
+                         runner.done_snapshot())
+        summary = runner.summary
+        for name, plan in plans.items():
+            summary.not_due += plan.not_due
+            summary.expired += plan.expired
+            summary.already_done += plan.already_done
+            if plan.not_due:
+                log.info("skipping periods that are not due yet", source=name,
+                         count=len(plan.not_due), first=plan.not_due[0], last=plan.not_due[-1])
+            if plan.expired:
+                log.warning("skipping periods outside the retention window", source=name,
+                            count=len(plan.expired), first=plan.expired[0],
+                            last=plan.expired[-1])
+        jobs = jobs_in_order(plans.values())
+        log.info("backfill planned", jobs=len(jobs), already_done=summary.already_done,
                  first_hour=first_hour.strftime("%Y%m%d%H"),
                  last_hour=last_hour.strftime("%Y%m%d%H"))
-        for job in plan.jobs:
+        for job in jobs:
             runner.submit(job)
         await runner.drain(cfg.shutdown_grace_seconds)
         return runner.summary

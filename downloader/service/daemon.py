@@ -17,23 +17,16 @@ from urllib.parse import urlsplit
 import anyio
 import structlog
 
-from downloader.engine.runner import Runner
-from downloader.core.clock import Clock, sleep_until
 from downloader.config import Config, ConfigError, load_config
-from downloader.service.logs import REDACTOR
-from downloader.core.partitions import (
-    DAY,
-    HOUR,
-    Period,
-    floor_day,
-    floor_hour,
-    next_due,
-    window,
-)
-from downloader.service.progress import progress_text, report_progress
-from downloader.engine.scheduler import plan_for_config
-from downloader.service.sdnotify import Notifier, watchdog_loop
+from downloader.core.clock import Clock, sleep_until
+from downloader.core.partitions import window
 from downloader.core.stats import Stats
+from downloader.engine.runner import Runner
+from downloader.engine.scheduler import jobs_in_order, plan_all
+from downloader.service.logs import REDACTOR
+from downloader.service.progress import progress_text, report_progress
+from downloader.service.sdnotify import Notifier, watchdog_loop
+from downloader.service.sources import build_sources
 from downloader.service.status import build_status
 
 log = structlog.get_logger("gio.daemon")
@@ -54,7 +47,7 @@ class Daemon:
         self.cfg = cfg
         self.clock = clock
         self.notifier = notifier or Notifier()
-        self.runner = Runner(cfg, clock.now, keep_summary=False)
+        self.runner = Runner(cfg, clock.now, build_sources, keep_summary=False)
         self.wake = asyncio.Event()
         self.last_beat = time.monotonic()
         self._signals = 0
@@ -111,30 +104,27 @@ class Daemon:
         skipping jobs already queued and failed ones still cooling down."""
         now = self.clock.now()
         first, last = window(now, self.cfg.lags)
-        plan = plan_for_config(self.cfg, first, last, now, self.runner.done_snapshot())
+        plans = plan_all(self.runner.sources.values(), first, last, now,
+                         self.runner.done_snapshot())
+        jobs = jobs_in_order(plans.values())
         cooldown = 2 * self.cfg.retry.max_backoff_seconds
         mono = time.monotonic()
         # Forget failures whose cool-down is over, so the map stays small in a long-lived daemon.
         cooling = {k: t for k, t in self.runner.failed_at.items() if mono - t < cooldown}
         self.runner.failed_at = cooling
         queued = 0
-        for job in plan.jobs:
-            if (job.ai, job.period) in cooling:
+        for job in jobs:
+            if (job.source, job.slot) in cooling:
                 continue
             queued += self.runner.submit(job)
         if queued:
-            log.info("partitions due", jobs=queued, oldest=str(plan.jobs[0].period),
-                     newest=str(plan.jobs[-1].period))
+            log.info("partitions due", jobs=queued, oldest=str(jobs[0]), newest=str(jobs[-1]))
         return queued
 
     def next_wake(self) -> Any:
         now = self.clock.now()
-        hour, day = floor_hour(now), floor_day(now)
-        candidates = [Period(hour + i * HOUR, "hour") for i in range(-3, 2)]
-        candidates += [Period(day + i * DAY, "day") for i in range(-2, 1)]
-        types = {t for p in self.cfg.projects for t in p.export_types}
-        due = next_due([p for p in candidates if p.export_type in types], now, self.cfg.lags)
-        return due or now + timedelta(hours=1)
+        due = [d for s in self.runner.sources.values() if (d := s.next_due(now)) is not None]
+        return min(due) if due else now + timedelta(hours=1)
 
     async def _schedule(self) -> None:
         while not self.runner.stopping.is_set():
@@ -176,9 +166,7 @@ class Daemon:
                                      log_level=new.log_level)
         REDACTOR.set_secrets((*self.cfg.secrets, *new.secrets))
         self.cfg = merged
-        self.runner.cfg = merged
-        if self.runner.worker is not None:
-            self.runner.worker.cfg = merged
+        self.runner.reconfigure(merged)
         log.info("config reloaded", projects=[p.ai for p in merged.projects],
                  restart_needed_for=ignored or None)
         self.wake.set()

@@ -5,16 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from downloader.engine.checkpoint import Checkpoint, PartitionRow
 from downloader.config import Config
-from downloader.core.partitions import PartitionKey, Period, periods_in_range, split_due, window
+from downloader.core.model import PartitionKey
+from downloader.core.partitions import Period, periods_in_range, split_due, window
+from downloader.engine.checkpoint import Checkpoint, PartitionRow
+from downloader.sources.raw.keys import SOURCE, item_name, parse_key
 
 
 def build_status(cfg: Config, checkpoint: Checkpoint, now: datetime) -> dict[str, Any]:
     """Counts come from label sets (the metrics endpoint calls this too, so it must stay cheap
     for hundreds of thousands of partitions); only failed partitions are read row by row."""
     done = checkpoint.done_set()
-    failed_rows: dict[PartitionKey, PartitionRow] = {r.key: r for r in checkpoint.rows("failed")}
+    failed_rows: dict[PartitionKey, PartitionRow] = {
+        r.key: r for r in checkpoint.rows("failed") if r.key.source == SOURCE}
     first, last = window(now, cfg.lags)
     due_labels: dict[str, set[str]] = {}
     for export_type in ("hour", "day"):
@@ -28,11 +31,14 @@ def build_status(cfg: Config, checkpoint: Checkpoint, now: datetime) -> dict[str
         for export_type in project.export_types:
             labels = due_labels[export_type]
             for data_type in project.data_types:
-                done_labels = labels & done.labels(project.ai, data_type, export_type)
+                item = item_name(project.ai, data_type)
+                prefix = f"{export_type}:"
+                done_labels = labels & {p.removeprefix(prefix)
+                                        for p in done.partitions(SOURCE, item)
+                                        if p.startswith(prefix)}
                 failed_here = [r for k, r in failed_rows.items()
-                               if (k.ai, k.data_type, k.period.export_type)
-                               == (project.ai, data_type, export_type)
-                               and k.period.label in labels]
+                               if k.item == item and k.partition.startswith(prefix)
+                               and parse_key(k)[2].label in labels]
                 failed.extend({"partition": str(r.key), "error": r.last_error,
                                "attempts": r.attempts, "updated_at": r.updated_at}
                               for r in failed_here)

@@ -1,6 +1,7 @@
 """S3 (and S3-compatible) storage: the same layout and ``_SUCCESS`` manifests as local storage,
 under ``s3://bucket/prefix``. How one part streams into a multipart upload is in
-:mod:`downloader.storage.s3parts`; this module has the client, the start-up checks and the operations.
+:mod:`downloader.storage.s3parts`; this module has the client, the start-up checks and the
+operations.
 
 Every request that carries data carries a checksum the server verifies (CRC32 where the start-up
 probe shows the server checks it, else Content-MD5), so a byte changed on the way is refused, and
@@ -37,19 +38,16 @@ from botocore.exceptions import (
 )
 
 from downloader import __version__
-from downloader.engine.checkpoint import StoredPart
 from downloader.config import StorageConfig
 from downloader.core.constants import SUCCESS_NAME
 from downloader.core.integrity import CorruptPart
-from downloader.core.partitions import PartitionKey
-from downloader.storage.s3parts import CRC32, MD5, PART_BYTES, Checksum, PartBuffer, S3PartSink
+from downloader.core.model import StoredPart
 from downloader.storage.base import (
     PartSink,
     StorageError,
     manifest_bytes,
-    part_name,
-    partition_dir,
 )
+from downloader.storage.s3parts import CRC32, MD5, PART_BYTES, Checksum, PartBuffer, S3PartSink
 
 log = structlog.get_logger("gio.s3")
 
@@ -192,14 +190,14 @@ class S3Storage:
 
     # --- names -------------------------------------------------------------------------------
 
-    def object_key(self, key: PartitionKey, name: str) -> str:
-        return "/".join(p for p in (self.prefix, partition_dir(key), name) if p)
+    def object_key(self, folder: str, name: str) -> str:
+        return "/".join(p for p in (self.prefix, folder, name) if p)
 
     def url_of(self, object_key: str) -> str:
         return f"s3://{self.bucket}/{object_key}"
 
-    def location(self, key: PartitionKey, name: str = "") -> str:
-        return self.url_of(self.object_key(key, name))
+    def location(self, folder: str, name: str = "") -> str:
+        return self.url_of(self.object_key(folder, name))
 
     @property
     def _layout_prefix(self) -> str:
@@ -465,14 +463,15 @@ class S3Storage:
             with contextlib.suppress(ClientError, BotoCoreError):
                 await c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
-    async def open_part(self, key: PartitionKey, index: int, verify_gzip: bool) -> PartSink:
-        return await S3PartSink(self, key, index, verify_gzip).open()
+    async def open_part(self, folder: str, name: str, index: int,
+                        verify_gzip: bool) -> PartSink:
+        return await S3PartSink(self, folder, name, index, verify_gzip).open()
 
-    async def recover_part(self, key: PartitionKey, part: StoredPart) -> bool:
+    async def recover_part(self, folder: str, part: StoredPart) -> bool:
         """A part the checkpoint calls finished: its object must be there with its size, or
         its upload must be complete-able (a crash came between the record and the completion:
         the upload is completed, not sent again)."""
-        object_key = self.object_key(key, part_name(part.index))
+        object_key = self.object_key(folder, part.name)
         try:
             size = await self.size_of(object_key)
         except StorageError as exc:
@@ -494,9 +493,9 @@ class S3Storage:
                         "again", object=self.url_of(object_key), error=str(exc))
         return False
 
-    async def write_success(self, key: PartitionKey, manifest: dict[str, Any]) -> None:
+    async def write_success(self, folder: str, manifest: dict[str, Any]) -> None:
         body = manifest_bytes(manifest)
-        await self.put(self.object_key(key, SUCCESS_NAME), body,
+        await self.put(self.object_key(folder, SUCCESS_NAME), body,
                        Checksum.of(self.checksum, body), content_type="application/json")
 
     async def close(self) -> None:

@@ -32,10 +32,9 @@ import anyio
 import structlog
 from aiohttp import payload
 
-from downloader.engine.checkpoint import StoredPart
 from downloader.core.integrity import CorruptPart, GzipVerifier
-from downloader.core.partitions import PartitionKey
-from downloader.storage.base import StorageError, part_name
+from downloader.core.model import StoredPart
+from downloader.storage.base import StorageError
 
 if TYPE_CHECKING:
     from downloader.storage.s3 import S3Storage
@@ -184,11 +183,12 @@ payload.PAYLOAD_REGISTRY.register(PartBufferPayload, PartBuffer, order=payload.O
 class S3PartSink:
     """One part streaming into a multipart upload (see the module doc)."""
 
-    def __init__(self, storage: S3Storage, key: PartitionKey, index: int,
+    def __init__(self, storage: S3Storage, folder: str, name: str, index: int,
                  verify_gzip: bool) -> None:
         self._s = storage
         self.index = index
-        self.key = storage.object_key(key, part_name(index))
+        self.name = name
+        self.key = storage.object_key(folder, name)
         self._verify = verify_gzip
         self.offset = 0
         self._open = False  # counted among the storage's open parts
@@ -334,7 +334,7 @@ class S3PartSink:
                 await self._ship()
             await self._wait_upload()
         self._sealed = True
-        return StoredPart(self.index, self.offset, self._sha.hexdigest())
+        return StoredPart(self.index, self.offset, self._sha.hexdigest(), self.name)
 
     async def publish(self) -> None:
         """Make the object appear whole: complete the upload (or PUT a small part), then compare

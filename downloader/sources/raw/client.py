@@ -11,9 +11,9 @@ from urllib.parse import quote, urljoin
 import aiohttp
 
 from downloader.config import ApiConfig
-from downloader.core.partitions import Job
 from downloader.core.policy import Decision, classify_api, parse_retry_after
 from downloader.core.ratelimit import RateLimiter
+from downloader.sources.raw.keys import RawJob
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ApiOutcome:
     http_status: int | None = None
 
 
-def insights_path(job: Job) -> str:
+def insights_path(job: RawJob) -> str:
     """The single-type endpoint when the job wants one type, the all-types one otherwise, so one
     call always serves the whole job (API §2.1)."""
     p = job.period
@@ -46,7 +46,7 @@ def insights_path(job: Job) -> str:
     return f"/v2/insights/{p.export_type}/{ai}/{p.api_date}.json"
 
 
-def parse_insights(body: Any, job: Job, base_url: str | None = None) -> Insights:
+def parse_insights(body: Any, job: RawJob, base_url: str | None = None) -> Insights:
     """Read a 200 answer. Raises ValueError when it does not have the documented shape.
     Links are used as given; a relative one (not seen from the vendor, but harmless to accept)
     is resolved against ``base_url``."""
@@ -90,7 +90,7 @@ class InsightsClient:
             self._headers["X-Client-Id"] = api.client_id
         self._timeout = aiohttp.ClientTimeout(total=api.timeout_seconds)
 
-    async def fetch(self, job: Job) -> ApiOutcome:
+    async def fetch(self, job: RawJob) -> ApiOutcome:
         """Ask once. Never raises for HTTP or network trouble: the outcome says what happened."""
         url = self._api.base_url + insights_path(job)
         params = {"expire": str(self._api.link_expire_minutes)}

@@ -10,12 +10,13 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from downloader.sources.raw.client import InsightsClient, insights_path, parse_insights
 from downloader.config import ApiConfig
 from downloader.core.constants import BEIJING
-from downloader.core.partitions import Job, Period
+from downloader.core.partitions import Period
 from downloader.core.policy import Action
 from downloader.core.ratelimit import RateLimiter
+from downloader.sources.raw.client import InsightsClient, insights_path, parse_insights
+from downloader.sources.raw.keys import RawJob as Job
 
 API = ApiConfig(base_url="https://gio.test", token="tok-123", client_id="pub-9",
                 rate_limit_per_second=100, link_expire_minutes=7)

@@ -40,14 +40,16 @@ from s3server import (  # noqa: E402
     start_s3,
 )
 
-from downloader.engine.checkpoint import StoredPart  # noqa: E402
 from downloader.config import StorageConfig  # noqa: E402
-from downloader.sim.csvgen import PartSpec, target_size  # noqa: E402
 from downloader.core.integrity import CorruptPart  # noqa: E402
-from downloader.core.partitions import PartitionKey, Period, parse_hour  # noqa: E402
+from downloader.core.model import StoredPart as _Stored  # noqa: E402
+from downloader.core.partitions import Period, parse_hour  # noqa: E402
+from downloader.sim.csvgen import PartSpec, target_size  # noqa: E402
+from downloader.sources.raw.keys import part_name, partition_dir  # noqa: E402
+from downloader.storage.base import StorageError  # noqa: E402
+from downloader.storage.factory import open_storage  # noqa: E402
 from downloader.storage.s3 import PART_BYTES, S3Storage  # noqa: E402
 from downloader.storage.s3parts import CRC32, MD5, Checksum  # noqa: E402
-from downloader.storage.base import StorageError, open_storage  # noqa: E402
 
 MiB = 1024 * 1024
 TYPES = ["visit", "page", "custom_event"]
@@ -310,7 +312,11 @@ async def storage(s3_server: S3Server, bucket: str) -> AsyncIterator[S3Storage]:
     await st.close()
 
 
-KEY = PartitionKey("unitai01", "page", Period.from_label("hour", "2026112210"))
+KEY = partition_dir("unitai01", "page", Period.from_label("hour", "2026112210"))
+
+
+def StoredPart(index: int, size: int, sha256: str) -> _Stored:  # noqa: N802 - reads as the type
+    return _Stored(index, size, sha256, part_name(index))
 UNIT_PREFIX = "unit/ai=unitai01/data_type=page/export_type=hour/date=2026-11-22/hour=10"
 
 
@@ -363,7 +369,7 @@ async def test_big_part_is_split_into_checksummed_upload_parts(storage: S3Storag
     storage.checksum = checksum
     await storage.client()
     count_uploads(storage, calls)
-    sink = await storage.open_part(KEY, 3, verify_gzip=True)
+    sink = await storage.open_part(KEY, part_name(3), 3, verify_gzip=True)
     assert sink.offset == 0
     # ~1 MiB chunks like the worker's, plus one 3 MiB chunk that crosses a part boundary.
     pos, sizes = 0, [MiB] * 6 + [3 * MiB]
@@ -395,13 +401,13 @@ async def test_small_and_empty_parts_use_one_put(storage: S3Storage, s3: Any,
     calls: list[dict[str, Any]] = []
     await storage.client()
     count_uploads(storage, calls)
-    empty = await storage.open_part(KEY, 0, verify_gzip=False)
+    empty = await storage.open_part(KEY, part_name(0), 0, verify_gzip=False)
     assert await empty.finish(0) == StoredPart(0, 0, hashlib.sha256(b"").hexdigest())
     assert calls == []  # sent when published, after the worker has recorded the part
     await empty.publish()
     await empty.close()
     small_blob = gzip_blob(100 * 1024)
-    small = await storage.open_part(KEY, 1, verify_gzip=True)
+    small = await storage.open_part(KEY, part_name(1), 1, verify_gzip=True)
     await small.write([small_blob])
     assert (await small.finish(len(small_blob))).size == len(small_blob)
     await small.publish()
@@ -421,7 +427,7 @@ async def test_corrupt_part_is_discarded_and_nothing_is_left(storage: S3Storage,
     blob = gzip_blob(9 * MiB, seed=2)
     bad = bytearray(blob)
     bad[len(bad) // 2: len(bad) // 2 + 64] = bytes(64)  # breaks the gzip CRC or the stream
-    sink = await storage.open_part(KEY, 5, verify_gzip=True)
+    sink = await storage.open_part(KEY, part_name(5), 5, verify_gzip=True)
     with pytest.raises(CorruptPart):
         for pos in range(0, len(bad), MiB):
             await sink.write([bytes(bad[pos:pos + MiB])])
@@ -453,7 +459,7 @@ async def test_a_recorded_upload_is_completed_not_sent_again(storage: S3Storage,
     storage.checksum = checksum
     blob = gzip_blob(20 * MiB, seed=5)
     key = f"{UNIT_PREFIX}/part-00008.csv.gz"
-    sink = await storage.open_part(KEY, 8, verify_gzip=True)
+    sink = await storage.open_part(KEY, part_name(8), 8, verify_gzip=True)
     for pos in range(0, len(blob), MiB):
         await sink.write([blob[pos:pos + MiB]])
         if pos == 9 * MiB:  # an UploadPart is in flight or done: readiness must not touch it
@@ -476,7 +482,7 @@ async def test_a_recorded_upload_is_completed_not_sent_again(storage: S3Storage,
     assert checksum == CRC32 and storage.declare_crc32, \
         "an upload that did not declare CRC32 completes from its pieces' ETags alone"
     assert all_keys(s3, bucket, key) == []
-    reopened = await storage.open_part(KEY, 8, verify_gzip=True)
+    reopened = await storage.open_part(KEY, part_name(8), 8, verify_gzip=True)
     assert incomplete_uploads(s3, bucket) == []
     await reopened.close()
 
@@ -485,7 +491,7 @@ async def test_abandoned_and_leftover_uploads_are_aborted(storage: S3Storage, s3
                                                           bucket: str) -> None:
     key = f"{UNIT_PREFIX}/part-00007.csv.gz"
     # A part abandoned in this run (failure, cancel): close() aborts its upload.
-    sink = await storage.open_part(KEY, 7, verify_gzip=False)
+    sink = await storage.open_part(KEY, part_name(7), 7, verify_gzip=False)
     await sink.write([b"x" * (PART_BYTES + 10)])
     await sink.settle()
     assert [k for k, _ in incomplete_uploads(s3, bucket)] == [key]
@@ -494,7 +500,7 @@ async def test_abandoned_and_leftover_uploads_are_aborted(storage: S3Storage, s3
     # An upload a crashed run left behind: opening the part aborts it and starts at 0.
     s3.create_multipart_upload(Bucket=bucket, Key=key)
     s3.create_multipart_upload(Bucket=bucket, Key=f"{UNIT_PREFIX}/part-00070.csv.gz")
-    sink = await storage.open_part(KEY, 7, verify_gzip=False)
+    sink = await storage.open_part(KEY, part_name(7), 7, verify_gzip=False)
     assert sink.offset == 0
     assert [k for k, _ in incomplete_uploads(s3, bucket)] == [f"{UNIT_PREFIX}/part-00070.csv.gz"]
     await sink.close()
@@ -657,7 +663,7 @@ async def test_memory_per_part_is_bounded_whatever_its_size(
     blobs = [gzip_blob(20 * MiB, seed=3), gzip_blob(20 * MiB, seed=4)]
 
     async def one(index: int, blob: bytes) -> StoredPart:
-        sink = await storage.open_part(KEY, 10 + index, verify_gzip=True)
+        sink = await storage.open_part(KEY, part_name(10 + index), 10 + index, verify_gzip=True)
         try:
             for pos in range(0, len(blob), MiB):
                 await sink.write([blob[pos:pos + MiB]])

@@ -27,11 +27,15 @@ def finished_parts(checkpoint: Path) -> set[tuple[str, int]]:
         return set()
     db = sqlite3.connect(checkpoint)
     try:
-        rows = db.execute("SELECT ai, data_type, export_type, label, idx FROM parts").fetchall()
+        rows = db.execute("SELECT item, partition, idx FROM parts WHERE source='raw'").fetchall()
     finally:
         db.close()
-    return {(f"{ai}/{export_type}/{data_type}/{label}", idx)
-            for ai, data_type, export_type, label, idx in rows}
+    out = set()
+    for item, partition, idx in rows:
+        ai, data_type = item.split("/")
+        export_type, label = partition.split(":")
+        out.add((f"{ai}/{export_type}/{data_type}/{label}", idx))
+    return out
 
 
 def temp_sizes(root: Path) -> dict[Path, int]:

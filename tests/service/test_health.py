@@ -19,13 +19,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from downloader import __version__
-from downloader.engine.checkpoint import Checkpoint
 from downloader.config import parse_config
 from downloader.core.constants import BEIJING
-from downloader.service.health import HealthServer, metric_families, parse_listen
-from downloader.core.partitions import PartitionKey, Period
+from downloader.core.model import PartitionKey
+from downloader.core.partitions import Period
 from downloader.core.stats import Stats
+from downloader.engine.checkpoint import Checkpoint
+from downloader.service.health import HealthServer, metric_families, parse_listen
 from downloader.service.status import build_status
+from downloader.sources.raw.keys import raw_key
 
 # Hour lag 30 min: at 12:00 the newest due hour is 10:00-11:00 (11:00-12:00 is due at 12:30).
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=BEIJING)
@@ -42,7 +44,7 @@ checkpoint: CHECKPOINT
 
 
 def hour(ai: str, data_type: str, label: str) -> PartitionKey:
-    return PartitionKey(ai, data_type, Period.from_label("hour", label))
+    return raw_key(ai, data_type, Period.from_label("hour", label))
 
 
 @pytest.fixture

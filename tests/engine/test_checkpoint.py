@@ -1,4 +1,4 @@
-"""Checkpoint (downloader/checkpoint.py): the SQLite record of finished parts and partitions."""
+"""Checkpoint (downloader/engine/checkpoint.py): the record of finished parts and partitions."""
 
 from __future__ import annotations
 
@@ -7,14 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from downloader.engine.checkpoint import Checkpoint, CheckpointError, PartitionRow, StoredPart
 from downloader.core.constants import BEIJING
-from downloader.core.partitions import PartitionKey, Period
+from downloader.core.model import PartitionKey
+from downloader.core.model import StoredPart as _Stored
+from downloader.core.partitions import Period
+from downloader.engine.checkpoint import Checkpoint, CheckpointError, PartitionRow
+from downloader.sources.raw.keys import parse_key, raw_key
 
 
 def key(ai: str = "0a1b2c3d", data_type: str = "visit", export_type: str = "hour",
         label: str = "2026010110") -> PartitionKey:
-    return PartitionKey(ai, data_type, Period.from_label(export_type, label))
+    return raw_key(ai, data_type, Period.from_label(export_type, label))
+
+
+def StoredPart(index: int, size: int, sha256: str) -> _Stored:  # noqa: N802 - reads as the type
+    return _Stored(index, size, sha256, f"part-{index:05d}.csv.gz")
 
 
 KEY = key()
@@ -87,12 +94,13 @@ def _updated(row: PartitionRow) -> datetime:
 
 
 def test_started_failed_done(cp: Checkpoint) -> None:
-    cp.started(KEY, parts_total=3, export_date="2026010110", fetched_at="2026-01-01 11:40")
+    cp.started(KEY, parts_total=3, info={"export_date": "2026010110"},
+               fetched_at="2026-01-01 11:40")
     row = cp.get(KEY)
     assert row is not None
     assert row.key == KEY
-    assert (row.state, row.parts_total, row.export_date, row.fetched_at) == (
-        "pending", 3, "2026010110", "2026-01-01 11:40")
+    assert (row.state, row.parts_total, row.info, row.fetched_at) == (
+        "pending", 3, {"export_date": "2026010110"}, "2026-01-01 11:40")
     assert (row.attempts, row.last_error) == (0, None)
     _updated(row)
 
@@ -102,7 +110,8 @@ def test_started_failed_done(cp: Checkpoint) -> None:
     assert (row.state, row.last_error, row.attempts) == ("failed", "HTTP 500 eight times", 8)
     assert row.parts_total == 3  # kept from started()
 
-    cp.started(KEY, parts_total=4, export_date="2026010110", fetched_at="2026-01-01 12:10")
+    cp.started(KEY, parts_total=4, info={"export_date": "2026010110"},
+               fetched_at="2026-01-01 12:10")
     row = cp.get(KEY)
     assert row is not None
     assert (row.state, row.parts_total, row.fetched_at, row.last_error) == (
@@ -129,7 +138,7 @@ def test_get_round_trips_day_keys(cp: Checkpoint) -> None:
     cp.done(day)
     row = cp.get(day)
     assert row is not None and row.key == day
-    assert row.key.period.start == datetime(2028, 12, 31, tzinfo=BEIJING)
+    assert parse_key(row.key)[2].start == datetime(2028, 12, 31, tzinfo=BEIJING)
 
 
 def test_rows_order_and_done_set(cp: Checkpoint) -> None:
@@ -186,7 +195,7 @@ def test_context_manager_releases_the_lock(cp_path: Path) -> None:
 
 def test_reopen_after_close_keeps_data(cp_path: Path) -> None:
     with Checkpoint(cp_path) as cp:
-        cp.started(KEY, 2, "2026010110", "2026-01-01 11:40")
+        cp.started(KEY, 2, {"export_date": "2026010110"}, "2026-01-01 11:40")
         cp.part_done(KEY, StoredPart(0, 10, SHA))
         cp.part_done(KEY, StoredPart(1, 20, SHA))
         cp.done(KEY)

@@ -1,0 +1,27 @@
+"""The configured sources, built for the engine: the one place that knows every source."""
+
+from __future__ import annotations
+
+from downloader.config import Config
+from downloader.engine.runner import Wiring
+from downloader.engine.source import Source
+from downloader.sources.raw.client import InsightsClient
+from downloader.sources.raw.source import RawSource
+
+
+def build_sources(wiring: Wiring) -> list[Source]:
+    cfg = wiring.cfg
+    sources: list[Source] = []
+    if cfg.projects:
+        limiter = wiring.budgets.for_host(cfg.api.base_url)
+        client = InsightsClient(wiring.session, cfg.api, limiter, wiring.stats.api_call)
+        sources.append(RawSource(cfg, client))
+    return sources
+
+
+def planning_sources(cfg: Config) -> list[Source]:
+    """The configured sources without clients: for planning and status, which call no API."""
+    sources: list[Source] = []
+    if cfg.projects:
+        sources.append(RawSource(cfg, None))
+    return sources
