@@ -68,7 +68,7 @@ def to_csv(result: bytes) -> bytes:
         raise ValueError("result is not a JSON object")
     meta, data = obj.get("meta"), obj.get("data")
     if not isinstance(meta, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("name"), str) for m in meta
+        isinstance(m, dict) and type(m.get("name")) is str for m in meta  # not a _Number
     ):
         raise ValueError("result `meta` is missing or not a list of objects with a `name`")
     if not isinstance(data, list):
