@@ -29,7 +29,7 @@ from aiohttp import web
 from downloader.core.constants import BEIJING
 from downloader.sim import statsdata as data
 from downloader.sim.statsconfig import StatsFaults, StatsSimConfig
-from downloader.sim.statsdata import Dashboard
+from downloader.sim.statsdata import Dashboard, DashboardChart
 from downloader.sim.statslinks import BadLink, LinkSigner, PartRef, resolve_range, serve_bytes
 from downloader.sim.statsreq import HASH_ID, BadRequest, parse_plain, parse_users, parse_windowed
 from downloader.sim.statsserver import AppThread, start_app_thread
@@ -38,6 +38,7 @@ from downloader.sim.statsstats import LinkDownload, StatsCall, StatsSimStats
 
 __all__ = [
     "Dashboard",
+    "DashboardChart",
     "LinkDownload",
     "RunningStatsSimulator",
     "StatsCall",
@@ -292,7 +293,7 @@ class StatsSimulator:
         cfg, now = self.config, self.now()
         ttl = cfg.link_ttl_seconds if cfg.link_ttl_seconds is not None else ask.expire_minutes * 60
         expires_ms = int((now.timestamp() + ttl) * 1000)
-        day = now.astimezone(BEIJING).date()
+        day = self.today()
         origin = str(request.url.origin())
         links = [
             origin

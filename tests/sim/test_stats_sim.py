@@ -17,13 +17,13 @@ from downloader.core.constants import BEIJING
 from downloader.sim.raw import SimConfig, Simulator
 from downloader.sim.stats import (
     Dashboard,
+    DashboardChart,
     RunningStatsSimulator,
     StatsFaults,
     StatsSimConfig,
     StatsSimulator,
     start_stats_simulator,
 )
-from downloader.sim.statsdata import DashboardChart
 from downloader.sim.statsserver import start_app_thread
 from downloader.sim.statsstats import StatsCall, StatsSimStats
 from downloader.sources.stats import protocol
