@@ -1,0 +1,441 @@
+"""A stand-in for GrowingIO's V3 statistics exporter and the v1 statistics lists.
+
+Behaviour follows exports-spec.md §3 to the letter and growingio-api.md §4/§5 for shapes; the
+accepted queries are in `statsreq`, the content in `statsdata`, the links in `statslinks`.
+
+Endpoints (every API call needs `Authorization: Token <token>` and `X-Client-Id`):
+- `GET /v3/exporter/projects/{uid}/{charts|funnels|retentions|frequencies}/{id}?startTime&endTime`
+  (+`interval` for charts): `doing` for a few polls of the same query, then the result body.
+- `GET /v3/exporter/projects/{uid}/{segmentations|tags}/{id}/users?expire[&parameters]`:
+  `doing`, then `done` with signed links under `/buckets/stats-download-jobs/`.
+- `GET /projects/{uid}/dashboards.json`, `/projects/{uid}/dashboards/{id}.json`,
+  `/projects/{uid}/segmentations.json`, `/projects/{uid}/rules.csv`.
+- Control: `GET {prefix}/stats`, `POST {prefix}/faults`, `POST {prefix}/clock` (prefix `/_sim`
+  by default; give another one when mounting onto the raw simulator's app, which owns `/_sim`).
+Any other path under `/v3/`, `/projects/` or `/v2/projects/` is a 404 recorded as `unknown_path`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from downloader.core.constants import BEIJING
+from downloader.sim import statsdata as data
+from downloader.sim.statsconfig import StatsFaults, StatsSimConfig
+from downloader.sim.statsdata import Dashboard, DashboardChart
+from downloader.sim.statslinks import BadLink, LinkSigner, PartRef, resolve_range, serve_bytes
+from downloader.sim.statsreq import HASH_ID, BadRequest, parse_plain, parse_users, parse_windowed
+from downloader.sim.statsserver import AppThread, start_app_thread
+from downloader.sim.statsstate import Job, JobBook, SlidingWindowAdmission, Step
+from downloader.sim.statsstats import LinkDownload, StatsCall, StatsSimStats
+
+__all__ = [
+    "Dashboard",
+    "DashboardChart",
+    "LinkDownload",
+    "RunningStatsSimulator",
+    "StatsCall",
+    "StatsFaults",
+    "StatsSimConfig",
+    "StatsSimStats",
+    "StatsSimulator",
+    "start_stats_simulator",
+]
+
+UNAUTHORIZED_BODY = {"message": "Unauthorized", "errors": []}  # growingio-api.md §1.6
+NOT_FOUND_BODY = {"message": "Not Found", "errors": []}
+BAD_PARAM_MSG = "请求参数不合法，"  # growingio-api.md §4, documented errorMsg texts
+JOB_FAILED_MSG = "下载出错，请您稍后重试"
+RATE_WINDOW_SECONDS = 1.0  # "2 a second" in any sliding 1-second window (exports-spec.md §0)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    response: web.Response
+    reason: str
+    status: str | None = None
+    early: bool = False
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return _raw(data.dumps(body), status, headers=headers)
+
+
+def _raw(
+    body: bytes,
+    status: int = 200,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    return web.Response(
+        body=body, status=status, content_type=content_type, charset="utf-8", headers=headers
+    )
+
+
+class StatsSimulator:
+    def __init__(self, config: StatsSimConfig) -> None:
+        self.config = config
+        self.stats = StatsSimStats()
+        self._now_override: datetime | None = None
+        self._lock = threading.Lock()
+        self._jobs = JobBook(config.seed)
+        self._admission = SlidingWindowAdmission(config.rate_limit_per_second, RATE_WINDOW_SECONDS)
+        self._signer = LinkSigner()
+
+    # -- clock, expected content -----------------------------------------------------------------
+
+    def now(self) -> datetime:
+        if self._now_override is not None:
+            return self._now_override
+        if self.config.clock is not None:
+            return self.config.clock()
+        return datetime.now(UTC)
+
+    def set_now(self, now: datetime | None) -> None:
+        if now is not None and now.tzinfo is None:
+            raise ValueError("set_now needs an aware datetime")
+        self._now_override = now
+
+    def today(self) -> date:
+        """The Beijing day of the simulator's clock: the day of a user-list snapshot."""
+        return self.now().astimezone(BEIJING).date()
+
+    def expected_result(
+        self, uid: str, kind: str, item_id: str, day: date, interval_ms: int = data.DAY_MS
+    ) -> bytes:
+        """The result body served for a windowed item and day, byte for byte."""
+        cfg = self.config
+        empty = item_id in cfg.empty_items
+        return data.result_body(cfg.seed, uid, kind, item_id, day, interval_ms, empty=empty)
+
+    def expected_user_parts(
+        self, uid: str, kind: str, item_id: str, day: date, parameters: tuple[str, ...] = ()
+    ) -> list[bytes]:
+        """The bytes behind each download link of a user list on a day, in link order."""
+        return [
+            self._part(PartRef(kind, uid, item_id, day, parameters, n))
+            for n in range(self.config.link_count)
+        ]
+
+    def expected_rules(self, uid: str) -> bytes:
+        return data.rules_csv(self.config.seed, uid)
+
+    def dashboards_of(self, uid: str) -> tuple[Dashboard, ...]:
+        if uid in self.config.dashboards:
+            return self.config.dashboards[uid]
+        return data.default_dashboards(self.config.seed, uid)
+
+    def segmentations_of(self, uid: str) -> tuple[str, ...]:
+        if uid in self.config.segmentations:
+            return self.config.segmentations[uid]
+        return data.default_segmentations(self.config.seed, uid)
+
+    def _part(self, ref: PartRef) -> bytes:
+        cfg = self.config
+        return data.user_part(
+            cfg.seed,
+            ref.uid,
+            ref.kind,
+            ref.item_id,
+            ref.day,
+            ref.index,
+            ref.parameters,
+            cfg.user_rows_per_part,
+        )
+
+    def _known(self, *ids: str) -> bool:
+        cfg = self.config
+        return all(
+            HASH_ID.fullmatch(i) is not None
+            and i not in cfg.missing_ids
+            and (cfg.known_ids is None or i in cfg.known_ids)
+            for i in ids
+        )
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application, *, control_prefix: str = "/_sim") -> None:
+        """Register the API, link and control routes on `app` (e.g. the raw simulator's)."""
+        r, api = app.router, self._api_handler
+        kinds, users = "|".join(data.WINDOWED_KINDS), "|".join(data.USER_KINDS)
+        v3 = "/v3/exporter/projects/{uid}"
+        r.add_get(f"{v3}/{{kind:{kinds}}}/{{item}}", api(self._answer_windowed))
+        r.add_get(f"{v3}/{{kind:{users}}}/{{item}}/users", api(self._answer_users))
+        r.add_get("/projects/{uid}/dashboards.json", api(self._answer_dashboards))
+        r.add_get("/projects/{uid}/dashboards/{item:[^/.]+}.json", api(self._answer_dashboard))
+        r.add_get("/projects/{uid}/segmentations.json", api(self._answer_segmentations))
+        r.add_get("/projects/{uid}/rules.csv", api(self._answer_rules))
+        unknown = api(lambda _: _Outcome(_json(NOT_FOUND_BODY, 404), "unknown_path"))
+        for prefix in ("/v3/", "/projects/", "/v2/projects/"):
+            r.add_route("*", prefix + "{tail:.*}", unknown)
+        r.add_get("/buckets/stats-download-jobs/{tail:.+}", self._download)
+        r.add_get(f"{control_prefix}/stats", self._handle_stats)
+        r.add_post(f"{control_prefix}/faults", self._handle_faults)
+        r.add_post(f"{control_prefix}/clock", self._handle_clock)
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        self.add_routes(app)
+        return app
+
+    # -- the common gate: auth, ids, faults, rate --------------------------------------------------
+
+    def _api_handler(
+        self, answer: Callable[[web.Request], _Outcome]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            return self._call(request, answer)
+
+        return handler
+
+    def _call(
+        self, request: web.Request, answer: Callable[[web.Request], _Outcome]
+    ) -> web.Response:
+        """Answer one API call (auth, ids, faults, rate first) and record it."""
+        t = time.time()
+        item = request.match_info.get("item")
+        outcome = self._gate(request, item, t) or answer(request)
+        self.stats.add_call(
+            StatsCall(
+                t,
+                request.path,
+                request.query_string,
+                item,
+                outcome.response.status,
+                outcome.status,
+                outcome.reason,
+                outcome.early,
+            )
+        )
+        return outcome.response
+
+    def _gate(self, request: web.Request, item: str | None, t: float) -> _Outcome | None:
+        cfg, faults = self.config, self.config.faults
+        headers = request.headers
+        if (
+            headers.get("Authorization") != f"Token {cfg.token}"
+            or headers.get("X-Client-Id") != cfg.client_id
+        ):
+            return _Outcome(_json(UNAUTHORIZED_BODY, 401), "unauthorized")
+        if "tail" in request.match_info:
+            return None  # an unknown path: answered by its own handler
+        uid = request.match_info["uid"]
+        if not self._known(uid, *([item] if item is not None else [])):
+            return _Outcome(_json(NOT_FOUND_BODY, 404), "not_found")
+        if self._take("api_500"):
+            return _Outcome(web.Response(status=500, text="Internal Server Error"), "fault_500")
+        if self._take("api_429"):
+            return _Outcome(_too_many(faults.retry_after_seconds), "fault_429")
+        if faults.enforce_rate_limit and not self._admission.admit(t, item):
+            return _Outcome(_too_many(RATE_WINDOW_SECONDS), "rate_limited")
+        return None
+
+    def _take(self, name: str) -> bool:
+        """Consume one count of fault counter `name`; True if it fired."""
+        with self._lock:
+            left = getattr(self.config.faults, name)
+            if left > 0:
+                setattr(self.config.faults, name, left - 1)
+                return True
+            return False
+
+    # -- V3 jobs -------------------------------------------------------------------------------
+
+    def _job_step(self, request: web.Request) -> tuple[Job, Step]:
+        """Advance the job of this exact GET (path and query, in any order)."""
+        cfg = self.config
+        key = (request.path, "&".join(sorted(f"{k}={v}" for k, v in request.query.items())))
+        return self._jobs.step(
+            key,
+            cfg.doing_polls,
+            cfg.doing_polls_jitter,
+            lambda: self._take("failed"),
+            cfg.reuse_done_jobs,
+        )
+
+    @staticmethod
+    def _doing_or_failed(job: Job, step: Step) -> _Outcome:
+        if step == "doing":
+            return _Outcome(_json({"id": job.id, "status": "doing"}), "doing", "doing")
+        body = {"id": job.id, "status": "failed", "errorMsg": JOB_FAILED_MSG}
+        return _Outcome(_json(body), "failed", "failed")
+
+    def _answer_windowed(self, request: web.Request) -> _Outcome:
+        m = request.match_info
+        try:
+            ask = parse_windowed(m["kind"], list(request.query.items()))
+        except BadRequest as exc:
+            return _bad_request(exc)
+        due = datetime.combine(ask.day + timedelta(days=1), datetime.min.time(), BEIJING)
+        early = self.now() < due + timedelta(minutes=self.config.report_lag_minutes)
+        job, step = self._job_step(request)
+        if step != "finished":
+            return _with_early(self._doing_or_failed(job, step), early)
+        body = self.expected_result(m["uid"], m["kind"], m["item"], ask.day, ask.interval_ms)
+        return _Outcome(_raw(body), "result", None, early)
+
+    def _answer_users(self, request: web.Request) -> _Outcome:
+        m = request.match_info
+        try:
+            ask = parse_users(list(request.query.items()))
+        except BadRequest as exc:
+            return _bad_request(exc)
+        job, step = self._job_step(request)
+        if step != "finished":
+            return self._doing_or_failed(job, step)
+        cfg, now = self.config, self.now()
+        ttl = cfg.link_ttl_seconds if cfg.link_ttl_seconds is not None else ask.expire_minutes * 60
+        expires_ms = int((now.timestamp() + ttl) * 1000)
+        day = self.today()
+        origin = str(request.url.origin())
+        links = [
+            origin
+            + self._signer.issue(
+                PartRef(m["kind"], m["uid"], m["item"], day, ask.parameters, n), expires_ms
+            )
+            for n in range(cfg.link_count)
+        ]
+        body = {"id": job.id, "status": "done", "downloadLinks": links, "errorMsg": ""}
+        return _Outcome(_json(body), "done", "done")
+
+    # -- v1 ------------------------------------------------------------------------------------
+
+    def _plain(self, request: web.Request, answer: Callable[[], _Outcome]) -> _Outcome:
+        try:
+            parse_plain(list(request.query.items()))
+        except BadRequest as exc:
+            return _bad_request(exc)
+        return answer()
+
+    def _answer_dashboards(self, request: web.Request) -> _Outcome:
+        body = data.dashboards_body(self.dashboards_of(request.match_info["uid"]))
+        return self._plain(request, lambda: _Outcome(_raw(body), "ok"))
+
+    def _answer_dashboard(self, request: web.Request) -> _Outcome:
+        uid, item = request.match_info["uid"], request.match_info["item"]
+        listed = {d.id: d for d in self.dashboards_of(uid)}
+        dashboard = listed.get(item) or data.derived_dashboard(self.config.seed, uid, item)
+        return self._plain(request, lambda: _Outcome(_raw(data.dashboard_body(dashboard)), "ok"))
+
+    def _answer_segmentations(self, request: web.Request) -> _Outcome:
+        body = data.segmentations_body(self.segmentations_of(request.match_info["uid"]))
+        return self._plain(request, lambda: _Outcome(_raw(body), "ok"))
+
+    def _answer_rules(self, request: web.Request) -> _Outcome:
+        body = self.expected_rules(request.match_info["uid"])
+        return self._plain(request, lambda: _Outcome(_raw(body, content_type="text/csv"), "ok"))
+
+    # -- links ---------------------------------------------------------------------------------
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        t = time.time()
+        ref: PartRef | None = None
+        span: tuple[int, int] | None = None
+
+        def record(status: int, sent: int, outcome: str) -> None:
+            self.stats.add_download(
+                LinkDownload(
+                    t,
+                    request.path,
+                    ref.index if ref else -1,
+                    span[0] if span else None,
+                    status,
+                    sent,
+                    outcome,
+                )
+            )
+
+        try:
+            ref, expires_ms = self._signer.verify(
+                request.path, request.query.get("sign", ""), request.query.get("expires", "")
+            )
+        except BadLink:
+            record(403, 0, "bad_signature")
+            return web.Response(status=403, text="SignatureDoesNotMatch")
+        if self.now().timestamp() * 1000 > expires_ms:
+            record(403, 0, "expired")
+            return web.Response(status=403, text="Request has expired")
+        body = self._part(ref)
+        try:
+            span = resolve_range(request, len(body))
+        except ValueError:
+            record(416, 0, "range_not_satisfiable")
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{len(body)}"})
+        if self._take("download_500"):
+            record(500, 0, "fault_500")
+            return web.Response(status=500, text="InternalError")
+        start, stop = span or (0, len(body))
+        status = 206 if span else 200
+        if self._take("drop"):  # always fewer bytes than the body, so the break is visible
+            cut = max(0, min(self.config.faults.drop_after_bytes, stop - start - 1))
+            record(status, cut, "dropped")
+            return await serve_bytes(request, body, span, cut)
+        record(status, stop - start, "ok")
+        return await serve_bytes(request, body, span, None)
+
+    # -- control endpoints ----------------------------------------------------------------------
+
+    async def _handle_stats(self, request: web.Request) -> web.Response:
+        return _json(self.stats.to_json())
+
+    async def _handle_faults(self, request: web.Request) -> web.Response:
+        changes = await request.json()
+        known = {f.name for f in fields(StatsFaults)}
+        if not isinstance(changes, dict) or not set(changes) <= known:
+            return _json({"error": f"expected an object with keys from {sorted(known)}"}, 400)
+        with self._lock:
+            for name, value in changes.items():
+                setattr(self.config.faults, name, value)
+            return _json(asdict(self.config.faults))
+
+    async def _handle_clock(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            raw = body["now"]
+            self.set_now(None if raw is None else datetime.fromisoformat(raw))
+        except (KeyError, TypeError, ValueError) as exc:
+            return _json({"error": f"expected {{'now': iso8601-with-offset | null}}: {exc}"}, 400)
+        return _json({"now": self.now().isoformat()})
+
+
+def _too_many(retry_after: float) -> web.Response:
+    body = {"message": "Too Many Requests", "errors": []}
+    return _json(body, 429, {"Retry-After": f"{retry_after:g}"})
+
+
+def _bad_request(exc: BadRequest) -> _Outcome:
+    return _Outcome(_json({"message": f"{BAD_PARAM_MSG}{exc}", "errors": []}, 400), "bad_request")
+
+
+def _with_early(outcome: _Outcome, early: bool) -> _Outcome:
+    return _Outcome(outcome.response, outcome.reason, outcome.status, early)
+
+
+# -- running it ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RunningStatsSimulator:
+    url: str
+    sim: StatsSimulator
+    _server: AppThread
+
+    def stop(self) -> None:
+        """Stop the server, its thread and its loop."""
+        self._server.stop()
+
+
+def start_stats_simulator(
+    config: StatsSimConfig, host: str = "127.0.0.1", port: int = 0
+) -> RunningStatsSimulator:
+    """Run a statistics simulator in a daemon thread on its own loop; return once it accepts."""
+    sim = StatsSimulator(config)
+    server = start_app_thread(sim.make_app(), host, port, "gio-stats-simulator")
+    return RunningStatsSimulator(server.url, sim, server)
