@@ -56,7 +56,8 @@ def per_byte(sample: Path) -> dict[str, Any]:
 
 # What the downloader's process holds before it downloads anything: the RSS floor.
 IMPORT_FLOORS = {
-    "local": "import downloader.cli, downloader.engine.runner, downloader.storage.base, aiohttp, uvloop",
+    "local": "import downloader.cli, downloader.engine.runner, downloader.storage.local, aiohttp, "
+             "uvloop",
     "s3": "import downloader.cli, downloader.engine.runner, downloader.storage.s3, aiohttp, uvloop",
 }
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from downloader.config import ProjectConfig  # noqa: E402
+from downloader.config.model import ProjectConfig  # noqa: E402
 from downloader.core.constants import ALL_DATA_TYPES, BEIJING  # noqa: E402
 from downloader.core.model import DoneSet, PartitionKey  # noqa: E402
 from downloader.core.partitions import (  # noqa: E402

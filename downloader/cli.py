@@ -18,7 +18,8 @@ from typing import NoReturn
 import structlog
 
 from downloader import __version__
-from downloader.config import Config, ConfigError, check_writable, load_config
+from downloader.config.load import check_writable, load_config
+from downloader.config.model import Config, ConfigError
 from downloader.core.clock import Clock, clock_from_env
 from downloader.core.partitions import parse_hour, window
 from downloader.engine.checkpoint import Checkpoint, CheckpointError

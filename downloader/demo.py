@@ -32,7 +32,7 @@ def demo_config(out: Path, url: str) -> dict[str, object]:
 
 
 def run_demo(out_dir: str, hours: int, clock: Clock, stream: TextIO = sys.stderr) -> int:
-    from downloader.config import load_config
+    from downloader.config.load import load_config
     from downloader.service.logs import setup_logging
     from downloader.service.oneshot import backfill_and_report, run_async
     from downloader.sim.raw import SimConfig, start_simulator

@@ -1,4 +1,4 @@
-"""The YAML configuration (downloader/config.py): parsing, ${VAR} expansion, validation.
+"""The YAML configuration (downloader/config/): parsing, ${VAR} expansion, validation.
 
 Every mistake must be a ConfigError whose str() is one line naming the file and the key.
 """
@@ -15,15 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from downloader.config import (
-    Config,
-    ConfigError,
-    ProjectConfig,
-    RetryConfig,
-    check_writable,
-    load_config,
-    parse_config,
-)
+from downloader.config.load import check_writable, load_config, parse_config
+from downloader.config.model import Config, ConfigError, ProjectConfig, RetryConfig
 
 EXAMPLE = """\
 api:
@@ -398,7 +391,7 @@ MISTAKES: list[Any] = [
     pytest.param(setter("projects.0.export_types", "all"), "projects[0].export_types", "all",
                  id="export-types-all-not-a-word"),
     pytest.param(setter("projects", []), "projects", "non-empty", id="empty-projects"),
-    pytest.param(deleter("projects"), "projects", "non-empty", id="missing-projects"),
+    pytest.param(deleter("projects"), "nothing to download", "reports:", id="no-source"),
     pytest.param(setter("projects", {"ai": "0a1b2c3d"}), "projects", "list",
                  id="projects-not-a-list"),
     pytest.param(duplicate_project, "projects[1].ai", "twice", id="duplicate-ai"),

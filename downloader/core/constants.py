@@ -42,6 +42,12 @@ DEFAULT_INITIAL_BACKOFF_SECONDS = 5.0
 DEFAULT_NOT_READY_GRACE_MINUTES = 240
 # Transient failures (5xx, 429, timeouts, broken bodies) of one partition before it is reported.
 DEFAULT_MAX_ATTEMPTS = 8
+# Export jobs that end "failed" (statistics) or in stage ERROR (CDP) before a partition is
+# reported failed for this run: each is a new job on the vendor's side (exports-spec §0).
+DEFAULT_MAX_JOB_ATTEMPTS = 4
+# Statistics and CDP snapshots: the vendor says the previous day is complete after 06:00
+# (exports-spec §2).
+DEFAULT_REPORT_LAG_MINUTES = 360
 
 # Parts are ~64 MB gzip files (API §2.5). Reading and writing in ~1 MiB blocks keeps the per-chunk
 # overhead (an executor hop, a hash update, an inflate call) negligible; 64 KiB writes through

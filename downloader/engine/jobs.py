@@ -17,7 +17,7 @@ import anyio
 import structlog
 
 from downloader import __version__
-from downloader.config import Config
+from downloader.config.model import Config
 from downloader.core.model import PartitionKey, StoredPart
 from downloader.core.policy import Action, Decision, backoff
 from downloader.core.stats import Stats

@@ -15,7 +15,7 @@ import anyio
 import structlog
 
 from downloader import __version__
-from downloader.config import Config
+from downloader.config.model import Config
 from downloader.core.constants import READ_BUFFER_BYTES
 from downloader.core.model import DoneSet, PartitionKey
 from downloader.core.ratelimit import RateBudgets
@@ -104,7 +104,7 @@ class Runner:
             await self.storage.check()
             self.checkpoint = Checkpoint(self.cfg.checkpoint)
             self.session = make_session(self.cfg)
-            budgets = RateBudgets(self.cfg.api.rate_limit_per_second)
+            budgets = RateBudgets(self.cfg.rate_limit_per_second)
             wiring = Wiring(self.cfg, self.session, budgets, self.stats)
             self.sources = {s.name: s for s in self.make_sources(wiring)}
             await self.storage.sweep({

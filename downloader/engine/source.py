@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from downloader.config import Config
+from downloader.config.model import Config
 from downloader.core.model import DoneSet, PartitionKey
 from downloader.core.policy import Decision
 

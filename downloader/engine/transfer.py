@@ -17,7 +17,7 @@ import time
 import aiohttp
 import structlog
 
-from downloader.config import Config
+from downloader.config.model import Config
 from downloader.core.constants import IO_BLOCK_BYTES
 from downloader.core.integrity import CorruptPart
 from downloader.core.model import PartitionKey, StoredPart

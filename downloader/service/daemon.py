@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import anyio
 import structlog
 
-from downloader.config import Config, ConfigError, load_config
+from downloader.config.load import load_config
+from downloader.config.model import Config, ConfigError
 from downloader.core.clock import Clock, sleep_until
 from downloader.core.partitions import window
 from downloader.core.stats import Stats
@@ -73,15 +74,16 @@ class Daemon:
             checks.append(("storage", True, "writable"))
         except Exception as exc:  # any failure means not ready; the detail says which
             checks.append(("storage", False, str(exc)))
-        checks.append(("api", *await self._api_reachable()))
+        if self.cfg.api is not None and self.cfg.projects:
+            checks.append(("api", *await self._api_reachable(self.cfg.api.base_url)))
         return checks
 
-    async def _api_reachable(self) -> tuple[bool, str]:
+    async def _api_reachable(self, base_url: str) -> tuple[bool, str]:
         """A TCP connection to the API host (cached for 30 s): it costs no API call."""
         now = time.monotonic()
         if self._api_probe and now - self._api_probe[0] < 30:
             return self._api_probe[1], self._api_probe[2]
-        url = urlsplit(self.cfg.api.base_url)
+        url = urlsplit(base_url)
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, port), 5)

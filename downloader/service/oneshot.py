@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from downloader.config import Config
+from downloader.config.model import Config
 from downloader.core.clock import Clock
 from downloader.engine.runner import Summary, backfill
 from downloader.service.progress import report_progress

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from downloader.config import Config
+from downloader.config.model import Config
 from downloader.engine.runner import Wiring
 from downloader.engine.source import Source
 from downloader.sources.raw.client import InsightsClient
@@ -13,6 +13,7 @@ def build_sources(wiring: Wiring) -> list[Source]:
     cfg = wiring.cfg
     sources: list[Source] = []
     if cfg.projects:
+        assert cfg.api is not None  # the config requires api: with projects:
         limiter = wiring.budgets.for_host(cfg.api.base_url)
         client = InsightsClient(wiring.session, cfg.api, limiter, wiring.stats.api_call)
         sources.append(RawSource(cfg, client))

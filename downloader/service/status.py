@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from downloader.config import Config
+from downloader.config.model import Config
 from downloader.core.model import PartitionKey
 from downloader.core.partitions import Period, periods_in_range, split_due, window
 from downloader.engine.checkpoint import Checkpoint, PartitionRow

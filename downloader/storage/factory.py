@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from downloader.config import StorageConfig
+from downloader.config.model import StorageConfig
 from downloader.storage.base import Storage, StorageError
 from downloader.storage.local import LocalStorage
 

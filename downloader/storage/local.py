@@ -16,7 +16,8 @@ from typing import Any, BinaryIO
 import aiofiles
 import aiofiles.os
 
-from downloader.config import ConfigError, check_writable
+from downloader.config.load import check_writable
+from downloader.config.model import ConfigError
 from downloader.core.constants import IO_BLOCK_BYTES, SUCCESS_NAME, WRITEBACK_BYTES
 from downloader.core.integrity import CorruptPart, GzipVerifier
 from downloader.core.model import StoredPart

@@ -38,7 +38,7 @@ from botocore.exceptions import (
 )
 
 from downloader import __version__
-from downloader.config import StorageConfig
+from downloader.config.model import StorageConfig
 from downloader.core.constants import SUCCESS_NAME
 from downloader.core.integrity import CorruptPart
 from downloader.core.model import StoredPart

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from downloader import __version__
-from downloader.config import parse_config
+from downloader.config.load import parse_config
 from downloader.core.constants import BEIJING
 from downloader.core.model import PartitionKey
 from downloader.core.partitions import Period

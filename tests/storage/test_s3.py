@@ -40,7 +40,7 @@ from s3server import (  # noqa: E402
     start_s3,
 )
 
-from downloader.config import StorageConfig  # noqa: E402
+from downloader.config.model import StorageConfig  # noqa: E402
 from downloader.core.integrity import CorruptPart  # noqa: E402
 from downloader.core.model import StoredPart as _Stored  # noqa: E402
 from downloader.core.partitions import Period, parse_hour  # noqa: E402

@@ -10,7 +10,7 @@ from urllib.parse import quote, urljoin
 
 import aiohttp
 
-from downloader.config import ApiConfig
+from downloader.config.model import ApiConfig
 from downloader.core.policy import Decision, classify_api, parse_retry_after
 from downloader.core.ratelimit import RateLimiter
 from downloader.sources.raw.keys import RawJob

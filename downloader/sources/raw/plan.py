@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from downloader.config import ProjectConfig
+from downloader.config.model import ProjectConfig
 from downloader.core.model import DoneSet
 from downloader.core.partitions import Lags, Period, due_at, periods_in_range, split_due
 from downloader.engine.source import Job, Plan

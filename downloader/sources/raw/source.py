@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from downloader.config import Config
+from downloader.config.model import Config
 from downloader.core.model import DoneSet, PartitionKey
 from downloader.core.partitions import DAY, HOUR, Period, floor_day, floor_hour, next_due
 from downloader.engine.source import Answer, FileSpec, Job, Plan

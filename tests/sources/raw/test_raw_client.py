@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from downloader.config import ApiConfig
+from downloader.config.model import ApiConfig
 from downloader.core.constants import BEIJING
 from downloader.core.partitions import Period
 from downloader.core.policy import Action

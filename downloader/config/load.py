@@ -1,0 +1,219 @@
+"""Reading a configuration file: parsed, expanded from the environment and validated in one
+place.
+
+Every mistake raises :class:`ConfigError` with one line naming the file and the key; nothing is
+written before the whole file has been accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from downloader.config import exports
+from downloader.config.model import ApiConfig, Config, ConfigError, RetryConfig, StorageConfig
+from downloader.config.reader import Reader, check_url
+from downloader.core.constants import (
+    DEFAULT_DAY_LAG_MINUTES,
+    DEFAULT_DOWNLOAD_CONCURRENCY,
+    DEFAULT_HOUR_LAG_MINUTES,
+    DEFAULT_INITIAL_BACKOFF_SECONDS,
+    DEFAULT_LINK_EXPIRE_MINUTES,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BACKOFF_SECONDS,
+    DEFAULT_MAX_JOB_ATTEMPTS,
+    DEFAULT_NIGHT_HOUR_LAG_MINUTES,
+    DEFAULT_NOT_READY_GRACE_MINUTES,
+    DEFAULT_PARTITION_CONCURRENCY,
+    DEFAULT_RATE_LIMIT_PER_SECOND,
+    DEFAULT_REPORT_LAG_MINUTES,
+    DEFAULT_RETENTION_DAYS,
+    MAX_LINK_EXPIRE_MINUTES,
+    NIGHT_HOURS,
+)
+from downloader.core.partitions import Lags
+
+
+def _storage(reader: Reader) -> StorageConfig:
+    url = reader.string("url", required=True)
+    endpoint = reader.string("endpoint_url")
+    region = reader.string("region")
+    reader.done()
+    if "://" not in url:
+        url = Path(url).expanduser().absolute().as_uri()
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            reader.fail(reader.key("url"), f"{url!r} must be file:///absolute/path")
+    elif parts.scheme == "s3":
+        if not parts.netloc:
+            reader.fail(reader.key("url"), f"{url!r} must name a bucket: s3://bucket/prefix")
+    else:
+        reader.fail(reader.key("url"), f"{url!r}: scheme must be file:// or s3://")
+    if endpoint is not None:
+        check_url(reader, "endpoint_url", endpoint, ("http", "https"))
+    return StorageConfig(url=url, endpoint_url=endpoint, region=region)
+
+
+def _api(top: Reader, required: bool) -> ApiConfig | None:
+    present = top.data.get("api") is not None
+    api_r = top.section("api")
+    if not present and not required:
+        return None
+    base_url = api_r.string("base_url", "https://www.growingio.com")
+    check_url(api_r, "base_url", base_url, ("http", "https"))
+    api = ApiConfig(
+        base_url=base_url.rstrip("/"),
+        token=api_r.string("token", required=True),
+        client_id=api_r.string("client_id") or None,
+        rate_limit_per_second=api_r.number("rate_limit_per_second",
+                                           DEFAULT_RATE_LIMIT_PER_SECOND, 0.01, 100),
+        link_expire_minutes=api_r.number("link_expire_minutes", DEFAULT_LINK_EXPIRE_MINUTES, 1,
+                                         MAX_LINK_EXPIRE_MINUTES, integer=True),
+        timeout_seconds=api_r.number("timeout_seconds", 60.0, 1, 3600),
+    )
+    api_r.done()
+    return api
+
+
+def parse_config(text: str, path: Path) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty")
+    top = Reader(path, data, "")
+    if not any(top.data.get(k) is not None for k in ("projects", "reports", "cdp")):
+        raise ConfigError(f"{path}: nothing to download: give projects: (raw exports), "
+                          "reports: (statistics) or cdp: (CDP exports)")
+    projects = exports.projects(top) if top.data.get("projects") is not None else ()
+    reports = exports.reports(top) if top.data.get("reports") is not None else ()
+    cdp = exports.cdp(top) if top.data.get("cdp") is not None else None
+    # The api: block serves raw exports and statistics; a CDP-only config needs none.
+    api = _api(top, required=bool(projects or reports))
+
+    sch = top.section("schedule")
+    night_hours = sch.raw("night_hours", sorted(NIGHT_HOURS))
+    if not isinstance(night_hours, list) or not all(
+            isinstance(h, int) and 0 <= h <= 23 for h in night_hours):
+        sch.fail(sch.key("night_hours"), "must be a list of hours 0-23")
+    lags = Lags(
+        hour=timedelta(minutes=sch.number("hour_lag_minutes", DEFAULT_HOUR_LAG_MINUTES, 0, 1440)),
+        night_hour=timedelta(minutes=sch.number(
+            "night_hour_lag_minutes", DEFAULT_NIGHT_HOUR_LAG_MINUTES, 0, 1440)),
+        night_hours=frozenset(night_hours),
+        day=timedelta(minutes=sch.number("day_lag_minutes", DEFAULT_DAY_LAG_MINUTES, 0, 2880)),
+        retention=timedelta(days=sch.number("retention_days", DEFAULT_RETENTION_DAYS, 1, 365,
+                                            integer=True)),
+    )
+    report_lag = sch.number("report_lag_minutes", DEFAULT_REPORT_LAG_MINUTES, 0, 1_000_000,
+                            integer=True)
+    sch.done()
+
+    storage = _storage(top.section("storage"))
+
+    checkpoint_raw = top.string("checkpoint", required=True)
+    checkpoint = Path(checkpoint_raw).expanduser().absolute()
+
+    conc = top.section("concurrency")
+    downloads = conc.number("downloads", DEFAULT_DOWNLOAD_CONCURRENCY, 1, 256, integer=True)
+    partitions = conc.number("partitions", DEFAULT_PARTITION_CONCURRENCY, 1, 256, integer=True)
+    conc.done()
+
+    dl = top.section("download")
+    verify = dl.string("verify", "gzip")
+    if verify not in ("gzip", "size"):
+        dl.fail(dl.key("verify"), f"must be gzip or size, not {verify!r}")
+    dl.done()
+
+    rt = top.section("retry")
+    retry = RetryConfig(
+        initial_backoff_seconds=rt.number("initial_backoff_seconds",
+                                          DEFAULT_INITIAL_BACKOFF_SECONDS, 0.01, 3600),
+        max_backoff_seconds=rt.number("max_backoff_seconds", DEFAULT_MAX_BACKOFF_SECONDS,
+                                      0.01, 86400),
+        max_attempts=rt.number("max_attempts", DEFAULT_MAX_ATTEMPTS, 1, 1000, integer=True),
+        not_ready_grace_minutes=rt.number("not_ready_grace_minutes",
+                                          DEFAULT_NOT_READY_GRACE_MINUTES, 0, 100000),
+        max_job_attempts=rt.number("max_job_attempts", DEFAULT_MAX_JOB_ATTEMPTS, 1, 100,
+                                   integer=True),
+    )
+    rt.done()
+
+    log = top.section("log")
+    log_format = log.string("format", "auto")
+    if log_format not in ("auto", "json", "console"):
+        log.fail(log.key("format"), f"must be auto, json or console, not {log_format!r}")
+    log_level = log.string("level", "info").lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        log.fail(log.key("level"), f"must be debug, info, warning or error, not {log_level!r}")
+    log.done()
+
+    health = top.section("health")
+    listen = health.string("listen")
+    if listen is not None:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            health.fail(health.key("listen"), f"{listen!r} must be host:port")
+    health.done()
+
+    grace = top.number("shutdown_grace_seconds", 10.0, 0, 3600)
+    top.done()
+    return Config(
+        path=path, api=api, projects=projects, lags=lags, storage=storage,
+        checkpoint=checkpoint, reports=reports, cdp=cdp, report_lag_minutes=report_lag,
+        downloads=downloads, partitions=partitions, verify=verify,
+        retry=retry, log_format=log_format, log_level=log_level, health_listen=listen,
+        shutdown_grace_seconds=grace,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config file: {getattr(exc, 'strerror', exc)}") \
+            from None
+    return parse_config(text, p)
+
+
+def first_existing_parent(path: Path) -> Path:
+    cur = path
+    while not cur.exists() and cur != cur.parent:
+        cur = cur.parent
+    return cur
+
+
+def check_writable(path: Path, what: str, is_dir: bool) -> None:
+    """Fail with one line if ``path`` (or the folder it would be made in) cannot be written."""
+    target = path if is_dir else path.parent
+    if target.exists():
+        if not target.is_dir():
+            raise ConfigError(f"{what}: {target} is not a folder")
+        base = target
+    else:
+        base = first_existing_parent(target)
+        if not base.is_dir():
+            raise ConfigError(f"{what}: {base} is not a folder, cannot create {target}")
+    # A real probe rather than os.access: root passes access() on read-only mounts and
+    # pseudo file systems where creating a file still fails.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".gio-write-probe-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{what}: {base} is not writable ({exc.strerror})") from None
+    if not is_dir and path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{what}: {path} is not writable")
