@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from downloader.core.constants import BEIJING
-from downloader.sim.raw import SimConfig, Simulator, start_simulator
+from downloader.sim.faults import SimConfig
+from downloader.sim.raw import Simulator, start_simulator
 
 TOKEN = "test-token-5f1d2c9a8b7e"
 REPO = Path(__file__).resolve().parent.parent

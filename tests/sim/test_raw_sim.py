@@ -17,17 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from downloader.sim.csvgen import BEIJING, parse_partition
-from downloader.sim.raw import (
-    ALL_DATA_TYPES,
-    COLUMNS,
-    ApiCall,
-    RunningSimulator,
-    SimConfig,
-    SimStats,
-    Simulator,
-    start_simulator,
-)
+from downloader.sim.faults import SimConfig
+from downloader.sim.raw import RunningSimulator, Simulator, start_simulator
+from downloader.sim.schema import ALL_DATA_TYPES, BEIJING, COLUMNS, parse_partition
+from downloader.sim.stats import ApiCall, SimStats
 
 log = logging.getLogger(__name__)
 
