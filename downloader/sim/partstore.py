@@ -12,6 +12,7 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import astuple, dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from downloader.sim.csvgen import (
@@ -104,3 +105,38 @@ class PartStore:
 
     def parts(self, spec: PartSpec) -> list[ExpectedPart]:
         return [self.part(spec, i) for i in range(spec.parts_per_type)]
+
+
+@dataclass(frozen=True)
+class Version:
+    """What one partition and data type currently holds: the n-th export of it."""
+
+    number: int
+    parts: int
+    modified: datetime  # Last-Modified of its parts; whole seconds, rising with each version
+
+
+class Versions:
+    """The current version of every re-exported partition; the rest are at version 0."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: dict[str, Version] = {}
+
+    def current(self, key: str, first: Version) -> Version:
+        """The version serving `key`; `first` (version 0) when it was never re-exported."""
+        with self._lock:
+            return self._current.get(key, first)
+
+    def bump(self, key: str, first: Version, now: datetime, parts: int | None) -> Version:
+        """Record a re-export at `now`: a new version, optionally with a new part count.
+
+        Last-Modified rises by at least one second per version, so an HTTP date (one-second
+        resolution) tells any two versions apart and If-Range with a date stays exact.
+        """
+        with self._lock:
+            old = self._current.get(key, first)
+            modified = max(now.replace(microsecond=0), old.modified + timedelta(seconds=1))
+            new = Version(old.number + 1, old.parts if parts is None else parts, modified)
+            self._current[key] = new
+            return new

@@ -1,14 +1,9 @@
 """A stand-in for GrowingIO's raw data export 2.0 API (`/v2/insights`) and its download links.
 
-Tests, the demo and benchmarks run it on loopback. Behaviour follows growingio-api.md §2; where
-the vendor documents nothing (bad token, over-limit calls, link format, expiry) it mimics the
-most likely real behaviour (an S3-like 403 for expired links). The endpoints and the fault
-knobs are listed in the package docstring (`downloader/sim/__init__.py`).
-
-This module holds the aiohttp app and its handlers; the pieces live in sibling modules:
-`schema` (data types, partitions), `csvgen` (part content), `partstore` (cached parts),
-`faults` (configuration and knobs), `stats` (records), `links` (signed links), `api` (answer
-bodies) and `download` (serving bytes).
+Behaviour follows growingio-api.md §2; where the vendor documents nothing (bad token, over-limit
+calls, link format, expiry) it mimics the most likely real behaviour (an S3-like 403 for expired
+links). This module is the aiohttp app and its two handlers; endpoints, knobs and the sibling
+modules are described in the package docstring (`downloader/sim/__init__.py`).
 
 Entry points: `start_simulator(config)` runs it in a thread; `await serve(config, host, port)`
 runs it on the current loop until cancelled (the CLI's `simulate`).
@@ -24,8 +19,9 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +34,26 @@ from downloader.sim.api import (
     RATE_WINDOW_SECONDS,
     UNAUTHORIZED_BODY,
     bad_param,
+    base_body,
+    bend_links,
+    garbage,
     json_response,
     ready_at,
     too_many,
 )
+from downloader.sim.control import add_control_routes
 from downloader.sim.csvgen import PartSpec
-from downloader.sim.download import PART_CONTENT_TYPE, resolve_range, s3_error, stream_part
-from downloader.sim.faults import Faults, SimConfig
-from downloader.sim.links import BadLink, LinkSigner
-from downloader.sim.partstore import ExpectedPart, PartStore
-from downloader.sim.schema import ALL_DATA_TYPES, BEIJING, COLUMNS, Partition, parse_partition
+from downloader.sim.download import (
+    choose_bending,
+    if_range_holds,
+    resolve_range,
+    s3_error,
+    send_part,
+)
+from downloader.sim.faults import SimConfig
+from downloader.sim.links import BadLink, LinkSigner, LinkTarget
+from downloader.sim.partstore import ExpectedPart, PartStore, Version, Versions
+from downloader.sim.schema import ALL_DATA_TYPES, COLUMNS, Partition, parse_partition
 from downloader.sim.stats import ApiCall, DownloadRecord, SimStats
 
 
@@ -60,6 +66,8 @@ class Simulator:
         self._polls: dict[str, int] = {}
         self._admitted: deque[float] = deque()
         self._signer = LinkSigner()
+        self._versions = Versions()
+        self._looping: set[str] = set()  # download URLs caught in a redirect loop
         cache_dir = config.cache_dir
         self._cleanup: weakref.finalize[Any, Any] | None = None
         if cache_dir is None:  # our own temp dir: removed by close() or at garbage collection
@@ -105,48 +113,72 @@ class Simulator:
             self._admitted.append(t)
             return True
 
-    def _spec(self, ai: str, partition: Partition, data_type: str) -> PartSpec:
+    # -- parts and their versions ---------------------------------------------------------------
+
+    def _version(self, ai: str, partition: Partition, data_type: str) -> tuple[str, Version]:
+        key = f"{ai}/{partition.export_type}/{data_type}/{partition.export_date}"
+        modified = ready_at(partition, self.config).astimezone(UTC).replace(microsecond=0)
+        return key, self._versions.current(key, Version(0, self.config.parts_per_type, modified))
+
+    def _spec(self, ai: str, partition: Partition, data_type: str) -> tuple[PartSpec, Version]:
         cfg = self.config
-        return PartSpec(
+        _, v = self._version(ai, partition, data_type)
+        spec = PartSpec(
             cfg.seed,
             ai,
             partition.export_type,
             data_type,
             partition.export_date,
             cfg.part_size,
-            cfg.parts_per_type,
+            v.parts,
+            v.number,
         )
+        return spec, v
+
+    @staticmethod
+    def _partition(export_type: str, data_type: str, export_date: str) -> Partition:
+        partition = parse_partition(export_type, export_date)
+        if partition is None or data_type not in COLUMNS:
+            raise ValueError(f"bad partition or type: {export_type}/{data_type}/{export_date}")
+        return partition
 
     def expected_parts(
         self, ai: str, export_type: str, data_type: str, export_date: str
     ) -> list[ExpectedPart]:
-        """The parts the API would link for this partition and type (generating them if needed)."""
-        partition = parse_partition(export_type, export_date)
-        if partition is None or data_type not in COLUMNS:
-            raise ValueError(f"bad partition or type: {export_type}/{data_type}/{export_date}")
+        """The parts the API links now for this partition and type (generated if needed)."""
+        partition = self._partition(export_type, data_type, export_date)
         if data_type in self.config.empty_types:
             return []
-        return self.store.parts(self._spec(ai, partition, data_type))
+        return self.store.parts(self._spec(ai, partition, data_type)[0])
 
     def part(
         self, ai: str, export_type: str, data_type: str, export_date: str, index: int
     ) -> ExpectedPart:
         """One part only (cheaper than expected_parts when a type has several big parts)."""
-        partition = parse_partition(export_type, export_date)
-        if partition is None or data_type not in COLUMNS:
-            raise ValueError(f"bad partition or type: {export_type}/{data_type}/{export_date}")
-        return self.store.part(self._spec(ai, partition, data_type), index)
+        partition = self._partition(export_type, data_type, export_date)
+        return self.store.part(self._spec(ai, partition, data_type)[0], index)
+
+    def reexport(
+        self, ai: str, export_type: str, data_type: str, export_date: str, parts: int | None = None
+    ) -> list[ExpectedPart]:
+        """Make the partition's content a new version (new bytes, optionally a new part count).
+
+        Links already handed out keep naming the same parts and serve the new bytes.
+        """
+        partition = self._partition(export_type, data_type, export_date)
+        if data_type in self.config.empty_types:
+            raise ValueError(f"{data_type} is configured empty; nothing to re-export")
+        if parts is not None and (type(parts) is not int or parts < 1):
+            raise ValueError(f"parts must be a positive integer, not {parts!r}")
+        key, first = self._version(ai, partition, data_type)
+        self._versions.bump(key, first, self.now().astimezone(UTC), parts)
+        return self.expected_parts(ai, export_type, data_type, export_date)
 
     def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/v2/insights/{tail:.+}", self._handle_api)
         app.router.add_get("/download/{blob}", self._handle_download)
-        app.router.add_get("/_sim/stats", self._handle_stats)
-        app.router.add_post("/_sim/faults", self._handle_faults)
-        app.router.add_post("/_sim/clock", self._handle_clock)
-        app.router.add_get(
-            "/_sim/parts/{ai}/{export_type}/{data_type}/{export_date}", self._handle_parts
-        )
+        add_control_routes(app, self)
         return app
 
     # -- /v2/insights ---------------------------------------------------------------------------
@@ -154,6 +186,9 @@ class Simulator:
     async def _handle_api(self, request: web.Request) -> web.Response:
         t = time.time()
         response, status, reason = self._api(request, t)
+        if response.status == 200 and self._take("api_garbage"):
+            kind = self.config.faults.api_garbage_kind
+            response, status, reason = garbage(response, kind), None, f"fault_garbage_{kind}"
         self.stats.add_call(ApiCall(t, request.path, response.status, status, reason))
         return response
 
@@ -175,19 +210,7 @@ class Simulator:
         data_type = segments[1] if len(segments) == 4 else None
         now = self.now()
         partition = parse_partition(export_type, raw_date)
-        body: dict[str, Any] = {
-            "status": "",
-            "downloadLinks": [] if data_type else {},
-            "exportType": export_type,
-        }
-        if data_type is not None:
-            body["dataType"] = data_type
-        body |= {
-            "exportDate": partition.export_date if partition else raw_date,
-            "exportVersion": "v2",
-            "requestTime": now.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M"),
-            "errorMsg": "",
-        }
+        body = base_body(export_type, data_type, partition, raw_date, now)
 
         def answer(status: str, reason: str, error: str = "") -> tuple[web.Response, str, str]:
             body["status"], body["errorMsg"] = status, error
@@ -209,27 +232,32 @@ class Simulator:
         if self._take("api_error"):
             return answer("ERROR", "fault_error", EXPORT_FAILED_MSG)
 
+        # Lifetimes run on the monotonic clock (real seconds), however fast `now` may move.
         ttl = cfg.link_ttl_seconds if cfg.link_ttl_seconds is not None else int(expire) * 60
         expires_ms = int((now.timestamp() + ttl) * 1000)
+        deadline = cfg.monotonic() + ttl
         origin = str(request.url.origin())
 
         def links(dtype: str) -> list[str]:
             if dtype in cfg.empty_types:
                 return []
-            key = f"{ai}/{partition.export_type}/{dtype}/{partition.export_date}"
+            key, version = self._version(ai, partition, dtype)
             return [
-                origin + self._signer.issue(key, i, expires_ms) for i in range(cfg.parts_per_type)
+                origin + self._signer.issue(LinkTarget(key, i, deadline), expires_ms)
+                for i in range(version.parts)
             ]
 
         body["downloadLinks"] = (
             links(data_type) if data_type else {d: links(d) for d in ALL_DATA_TYPES}
         )
-        return answer("FINISHED", "ok")
+        reason = bend_links(body, self._take, faults, all_types=data_type is None)
+        return answer("FINISHED", reason)
 
     # -- /download ------------------------------------------------------------------------------
 
     async def _handle_download(self, request: web.Request) -> web.StreamResponse:
         t = time.time()
+        faults = self.config.faults
         part_key, index, range_start = "", -1, None
 
         def record(status: int, sent: int, outcome: str) -> None:
@@ -238,7 +266,7 @@ class Simulator:
             )
 
         try:
-            part_key, index, expires_ms = self._signer.verify(
+            target = self._signer.verify(
                 request.match_info["blob"],
                 request.query.get("Expires", ""),
                 request.query.get("Signature", ""),
@@ -249,19 +277,36 @@ class Simulator:
                 "SignatureDoesNotMatch",
                 "The request signature we calculated does not match the signature you provided.",
             )
-        if self.now().timestamp() * 1000 > expires_ms:
+        part_key, index = target.part_key, target.index
+        if self.config.monotonic() > target.deadline:
             record(403, 0, "expired")
             return s3_error("AccessDenied", "Request has expired")
+        url = request.path_qs
+        with self._lock:
+            looping = url in self._looping
+        if looping or self._take("redirect_loop"):
+            with self._lock:
+                self._looping.add(url)
+            record(302, 0, "redirect_loop")
+            raise web.HTTPFound(location=url)
         ai, export_type, data_type, export_date = part_key.split("/")
         try:
             part = await asyncio.to_thread(
                 self.part, ai, export_type, data_type, export_date, index
             )
-        except IndexError:
+        except IndexError:  # a re-export with fewer parts
             record(404, 0, "not_found")
             return s3_error("NoSuchKey", "The specified key does not exist.", 404)
-        try:
-            span = resolve_range(request, part.size)
+        partition = self._partition(export_type, data_type, export_date)
+        modified = self._version(ai, partition, data_type)[1].modified
+        headers = {
+            "ETag": f'"{part.sha256}"',
+            "Last-Modified": format_datetime(modified.astimezone(UTC), usegmt=True),
+        }
+        if_range = request.headers.get("If-Range")
+        stale = if_range is not None and not if_range_holds(if_range, headers["ETag"], modified)
+        try:  # a stale If-Range means: ignore Range, send the whole current part (200)
+            span = None if stale else resolve_range(request, part.size)
         except ValueError:
             record(416, 0, "range_not_satisfiable")
             return web.Response(status=416, headers={"Content-Range": f"bytes */{part.size}"})
@@ -271,59 +316,11 @@ class Simulator:
             return s3_error("InternalError", "We encountered an internal error.", 500)
         # Recorded before the body goes out, so a client that has read it finds the record.
         status, (start, stop) = (206, span) if span else (200, (0, part.size))
-        faults = self.config.faults
-        rate = faults.throttle_bytes_per_second
-        if self._take("drop"):  # always fewer bytes than the body, so the break is visible
-            to_send = min(faults.drop_after_bytes, stop - start - 1)
-            record(status, to_send, "dropped")
-            return await stream_part(request, part, span, to_send, rate=rate, cut=True)
-        if self._take("corrupt"):
-            record(status, stop - start, "corrupt")
-            return await stream_part(request, part, span, stop - start, rate=rate, corrupt=True)
-        record(status, stop - start, "ok")
-        if rate:
-            return await stream_part(request, part, span, stop - start, rate=rate)
-        return web.FileResponse(part.path, headers={"Content-Type": PART_CONTENT_TYPE})
-
-    # -- control endpoints ----------------------------------------------------------------------
-
-    async def _handle_stats(self, request: web.Request) -> web.Response:
-        return json_response(self.stats.to_json())
-
-    async def _handle_faults(self, request: web.Request) -> web.Response:
-        changes = await request.json()
-        known = {f.name for f in fields(Faults)}
-        if not isinstance(changes, dict) or not set(changes) <= known:
-            return json_response(
-                {"error": f"expected an object with keys from {sorted(known)}"}, 400
-            )
-        with self._lock:
-            for name, value in changes.items():
-                setattr(self.config.faults, name, value)
-            return json_response(asdict(self.config.faults))
-
-    async def _handle_clock(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        try:
-            raw = body["now"]
-            self.set_now(None if raw is None else datetime.fromisoformat(raw))
-        except (KeyError, TypeError, ValueError) as exc:
-            return json_response(
-                {"error": f"expected {{'now': iso8601-with-offset | null}}: {exc}"}, 400
-            )
-        return json_response({"now": self.now().isoformat()})
-
-    async def _handle_parts(self, request: web.Request) -> web.Response:
-        m = request.match_info
-        try:
-            parts = await asyncio.to_thread(
-                self.expected_parts, m["ai"], m["export_type"], m["data_type"], m["export_date"]
-            )
-        except ValueError as exc:
-            return json_response({"error": str(exc)}, 400)
-        return json_response(
-            [{"index": p.index, "size": p.size, "sha256": p.sha256} for p in parts]
-        )
+        accept = request.headers.get("Accept-Encoding", "")
+        bend, extra, outcome = choose_bending(self._take, faults, stop - start, accept)
+        headers |= extra
+        record(status, bend.cut_after if bend.cut_after is not None else stop - start, outcome)
+        return await send_part(request, part.path, span, part.size, headers, bend)
 
 
 # -- running it ---------------------------------------------------------------------------------
