@@ -163,7 +163,7 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from downloader.sim.raw import SimConfig, serve
+    from downloader.sim.raw.app import SimConfig, serve
 
     setup_logging("auto", "info")
     config = SimConfig(token=args.token or None, part_size=args.part_size,

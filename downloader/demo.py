@@ -35,7 +35,7 @@ def run_demo(out_dir: str, hours: int, clock: Clock, stream: TextIO = sys.stderr
     from downloader.config.load import load_config
     from downloader.service.logs import setup_logging
     from downloader.service.oneshot import backfill_and_report, run_async
-    from downloader.sim.raw import SimConfig, start_simulator
+    from downloader.sim.raw.app import SimConfig, start_simulator
 
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from downloader.core.constants import BEIJING
-from downloader.sim.raw import SimConfig, Simulator, start_simulator
+from downloader.sim.raw.app import Simulator, start_simulator
+from downloader.sim.raw.faults import SimConfig
 
 TOKEN = "test-token-5f1d2c9a8b7e"
 REPO = Path(__file__).resolve().parent.parent

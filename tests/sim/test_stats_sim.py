@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 
 from downloader.core.constants import BEIJING
-from downloader.sim.raw import SimConfig, Simulator
-from downloader.sim.stats import (
+from downloader.sim.raw.app import SimConfig, Simulator
+from downloader.sim.stats.app import (
     Dashboard,
     DashboardChart,
     RunningStatsSimulator,
@@ -24,8 +24,8 @@ from downloader.sim.stats import (
     StatsSimulator,
     start_stats_simulator,
 )
-from downloader.sim.statsserver import start_app_thread
-from downloader.sim.statsstats import StatsCall, StatsSimStats
+from downloader.sim.stats.records import StatsCall, StatsSimStats
+from downloader.sim.thread import start_app_thread
 from downloader.sources.stats import protocol
 from downloader.sources.stats.table import to_csv
 

@@ -44,7 +44,7 @@ from downloader.config.model import StorageConfig  # noqa: E402
 from downloader.core.integrity import CorruptPart  # noqa: E402
 from downloader.core.model import StoredPart as _Stored  # noqa: E402
 from downloader.core.partitions import Period, parse_hour  # noqa: E402
-from downloader.sim.csvgen import PartSpec, target_size  # noqa: E402
+from downloader.sim.raw.csvgen import PartSpec, target_size  # noqa: E402
 from downloader.sources.raw.keys import part_name, partition_dir  # noqa: E402
 from downloader.storage.base import StorageError  # noqa: E402
 from downloader.storage.factory import open_storage  # noqa: E402

@@ -1,107 +1,35 @@
-"""The export-API simulator against a real aiohttp client on loopback."""
+"""The export-API simulator against a real aiohttp client on loopback: answers, links, faults."""
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
-import io
-import logging
-import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-
-from downloader.sim.csvgen import BEIJING, parse_partition
-from downloader.sim.raw import (
-    ALL_DATA_TYPES,
-    COLUMNS,
-    ApiCall,
+import simclient
+from simclient import (
+    AI,
+    HOUR,
     RunningSimulator,
-    SimConfig,
-    SimStats,
-    Simulator,
-    start_simulator,
+    Ticker,
+    fetch,
+    insights,
+    links_for,
+    part_bytes,
 )
 
-log = logging.getLogger(__name__)
+from downloader.sim.raw.records import ApiCall, SimStats
+from downloader.sim.raw.schema import ALL_DATA_TYPES, BEIJING
 
-NOW = datetime(2024, 6, 10, 12, 0, tzinfo=BEIJING)
-AI = "0a1b2c3d4e5f6a7b"
-HEADERS = {"Authorization": "Token sim-token", "X-Client-Id": "public-key"}
-SMALL_PART = 20 * 1024  # small parts keep the tests fast; the pool members shrink with them
-HOUR = "2024061008"  # ready at 09:30 Beijing, well before NOW
 GZIP_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
 
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., RunningSimulator]]:
-    """Start simulators (frozen at NOW, no RUNNING polls, small parts); stop them afterwards."""
-    started: list[RunningSimulator] = []
-
-    def _start(**overrides: Any) -> RunningSimulator:
-        options: dict[str, Any] = {
-            "part_size": SMALL_PART,
-            "running_polls": 0,
-            "cache_dir": tmp_path / f"cache{len(started)}",
-        }
-        running = start_simulator(SimConfig(**(options | overrides)))
-        running.sim.set_now(NOW)
-        started.append(running)
-        return running
-
-    yield _start
-    for running in started:
-        running.stop()
-
-
-@pytest.fixture
-def sim(start: Callable[..., RunningSimulator]) -> RunningSimulator:
-    return start()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
-        yield session
-
-
-async def insights(
-    http: aiohttp.ClientSession,
-    sim: RunningSimulator,
-    path: str,
-    expire: str | int = 5,
-    headers: dict[str, str] = HEADERS,
-) -> tuple[int, Any, dict[str, str]]:
-    url = f"{sim.url}/v2/insights/{path}.json?expire={expire}"
-    async with http.get(url, headers=headers) as resp:
-        body = await resp.json() if resp.content_type == "application/json" else await resp.text()
-        return resp.status, body, dict(resp.headers)
-
-
-async def fetch(
-    http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    async with http.get(url, headers=headers or {}) as resp:
-        return resp.status, dict(resp.headers), await resp.read()
-
-
-async def links_for(
-    http: aiohttp.ClientSession, sim: RunningSimulator, data_type: str = "page", expire: int = 5
-) -> list[str]:
-    status, body, _ = await insights(http, sim, f"hour/{data_type}/{AI}/{HOUR}00", expire)
-    assert (status, body["status"]) == (200, "FINISHED"), body
-    links: list[str] = body["downloadLinks"]
-    return links
-
-
-def part_bytes(sim: RunningSimulator, index: int = 0, data_type: str = "page") -> bytes:
-    return sim.sim.expected_parts(AI, "hour", data_type, HOUR)[index].path.read_bytes()
+# The shared fixtures, bound here so that pytest finds them in this module.
+start, sim, http = simclient.start, simclient.sim, simclient.http
 
 
 # -- response shapes --------------------------------------------------------------------------
@@ -274,11 +202,15 @@ async def test_download_matches_expected_parts(sim: RunningSimulator, http: aioh
     assert [d.outcome for d in sim.sim.stats.downloads] == ["ok"] * 4
 
 
-async def test_expired_link_is_403(sim: RunningSimulator, http: aiohttp.ClientSession):
+async def test_expired_link_is_403(
+    start: Callable[..., RunningSimulator], http: aiohttp.ClientSession
+):
+    tick = Ticker()
+    sim = start(monotonic=tick)
     link = (await links_for(http, sim, expire=1))[0]
-    sim.sim.set_now(NOW + timedelta(seconds=59))
+    tick.advance(59)
     assert (await fetch(http, link))[0] == 200
-    sim.sim.set_now(NOW + timedelta(seconds=61))
+    tick.advance(2)
     status, headers, body = await fetch(http, link)
     assert status == 403
     assert headers["Content-Type"].startswith("application/xml")
@@ -289,9 +221,10 @@ async def test_expired_link_is_403(sim: RunningSimulator, http: aiohttp.ClientSe
 async def test_link_ttl_override(
     start: Callable[..., RunningSimulator], http: aiohttp.ClientSession
 ):
-    sim = start(link_ttl_seconds=10)
+    tick = Ticker()
+    sim = start(link_ttl_seconds=10, monotonic=tick)
     link = (await links_for(http, sim, expire=60))[0]
-    sim.sim.set_now(NOW + timedelta(seconds=11))
+    tick.advance(11)
     assert (await fetch(http, link))[0] == 403
 
 
@@ -455,94 +388,3 @@ async def test_control_endpoints(sim: RunningSimulator, http: aiohttp.ClientSess
     async with http.get(f"{sim.url}/_sim/stats") as resp:
         stats = await resp.json()
     assert [c["reason"] for c in stats["api_calls"]] == ["fault_500", "not_due"]
-
-
-# -- part content -------------------------------------------------------------------------------
-
-
-def read_rows(data: bytes) -> list[list[str]]:
-    text = gzip.decompress(data).decode("utf-8")
-    return list(csv.reader(io.StringIO(text, newline=""), quotechar='"', escapechar="\\"))
-
-
-@pytest.mark.parametrize("data_type", ALL_DATA_TYPES)
-@pytest.mark.parametrize("export_type", ["hour", "day"])
-def test_part_content_is_documented_csv(tmp_path: Path, data_type: str, export_type: str):
-    sim = Simulator(SimConfig(part_size=SMALL_PART, cache_dir=tmp_path))
-    date = HOUR if export_type == "hour" else HOUR[:8]
-    partition = parse_partition(export_type, date)
-    assert partition is not None
-    lo, hi = partition.start.timestamp() * 1000, partition.end.timestamp() * 1000
-    parts = sim.expected_parts(AI, export_type, data_type, date)
-    assert [p.index for p in parts] == [0, 1]
-    for part in parts:
-        header, *rows = read_rows(part.path.read_bytes())
-        assert tuple(header) == COLUMNS[data_type]
-        assert rows and all(len(row) == len(header) for row in rows)
-        for name in ("time", "sendTime", "eventTime"):
-            if name in header:
-                i = header.index(name)
-                assert all(lo <= int(row[i]) < hi for row in rows)
-
-
-def test_columns_match_documented_counts():
-    counts = {"visit": 29, "page": 36, "action": 13, "action_tag": 3, "custom_event": 13,
-              "ads_track_activation": 18, "ads_track_click": 18, "pvar": 9, "evar": 6,
-              "vstr": 5}  # fmt: skip
-    assert {t: len(c) for t, c in COLUMNS.items()} == counts
-    assert tuple(COLUMNS) == ALL_DATA_TYPES
-
-
-def test_values_use_backslash_escapes(tmp_path: Path):
-    sim = Simulator(SimConfig(part_size=SMALL_PART, cache_dir=tmp_path))
-    raw = gzip.decompress(sim.expected_parts(AI, "hour", "page", HOUR)[0].path.read_bytes())
-    assert b'\\"' in raw and b'""' not in raw.replace(b',"",', b"")
-    _, *rows = read_rows(sim.expected_parts(AI, "hour", "page", HOUR)[0].path.read_bytes())
-    fields = [f for row in rows for f in row]
-    assert any('"' in f for f in fields) and any("," in f for f in fields)
-    maps = [row[COLUMNS["page"].index("appVariable")] for row in rows]
-    assert any(m.startswith('{"') and m.endswith('"}') for m in maps)
-
-
-def test_part_sizes(tmp_path: Path):
-    sim = Simulator(SimConfig(part_size=SMALL_PART, parts_per_type=3, cache_dir=tmp_path))
-    for data_type in ("page", "action_tag"):
-        first, middle, last = sim.expected_parts(AI, "hour", data_type, HOUR)
-        for part in (first, middle):
-            assert abs(part.size - SMALL_PART) <= SMALL_PART * 0.05
-        assert SMALL_PART / 3 - 1024 <= last.size <= SMALL_PART
-
-
-def test_content_is_deterministic(tmp_path: Path):
-    def shas(seed: int, cache: str) -> list[str]:
-        sim = Simulator(SimConfig(part_size=SMALL_PART, seed=seed, cache_dir=tmp_path / cache))
-        return [p.sha256 for p in sim.expected_parts(AI, "hour", "visit", HOUR)]
-
-    first = shas(0, "a")
-    assert shas(0, "b") == first
-    assert (tmp_path / "a").is_dir() and (tmp_path / "b").is_dir()  # two separate caches
-    assert shas(1, "c") != first
-    assert len(set(first)) == 2  # the two parts differ
-
-
-def test_cached_part_is_reused(tmp_path: Path):
-    config = SimConfig(part_size=SMALL_PART, cache_dir=tmp_path)
-    part = Simulator(config).expected_parts(AI, "hour", "evar", HOUR)[0]
-    mtime = part.path.stat().st_mtime_ns
-    again = Simulator(config).expected_parts(AI, "hour", "evar", HOUR)[0]
-    assert again == part and again.path.stat().st_mtime_ns == mtime
-    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temp leftovers
-
-
-@pytest.mark.timeout(60)
-def test_64mb_part(tmp_path: Path):
-    size = 64 * 1024 * 1024
-    sim = Simulator(SimConfig(part_size=size, cache_dir=tmp_path))
-    began = time.perf_counter()
-    part = sim.part(AI, "hour", "page", HOUR, 0)
-    log.info("generated a %d-byte part in %.2f s", part.size, time.perf_counter() - began)
-    assert abs(part.size - size) <= size * 0.01
-    with gzip.open(part.path, "rb") as f:
-        assert f.readline().decode().rstrip("\n").split(",") == list(COLUMNS["page"])
-        while f.read(8 * 1024 * 1024):  # reads every member; a bad CRC or length would raise
-            pass

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from downloader.sim.statsdata import Dashboard
+from downloader.sim.stats.data import Dashboard
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from downloader.sim.statsdata import derived_id, seeded_int
+from downloader.sim.stats.data import derived_id, seeded_int
 
 Step = Literal["doing", "failed", "finished"]
 

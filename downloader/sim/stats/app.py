@@ -1,7 +1,7 @@
 """A stand-in for GrowingIO's V3 statistics exporter and the v1 statistics lists.
 
 Behaviour follows exports-spec.md §3 to the letter and growingio-api.md §4/§5 for shapes; the
-accepted queries are in `statsreq`, the content in `statsdata`, the links in `statslinks`.
+accepted queries are in `requests`, the content in `data`, the links in `links`.
 
 Endpoints (every API call needs `Authorization: Token <token>` and `X-Client-Id`):
 - `GET /v3/exporter/projects/{uid}/{charts|funnels|retentions|frequencies}/{id}?startTime&endTime`
@@ -27,14 +27,20 @@ from typing import Any
 from aiohttp import web
 
 from downloader.core.constants import BEIJING
-from downloader.sim import statsdata as data
-from downloader.sim.statsconfig import StatsFaults, StatsSimConfig
-from downloader.sim.statsdata import Dashboard, DashboardChart
-from downloader.sim.statslinks import BadLink, LinkSigner, PartRef, resolve_range, serve_bytes
-from downloader.sim.statsreq import HASH_ID, BadRequest, parse_plain, parse_users, parse_windowed
-from downloader.sim.statsserver import AppThread, start_app_thread
-from downloader.sim.statsstate import Job, JobBook, SlidingWindowAdmission, Step
-from downloader.sim.statsstats import LinkDownload, StatsCall, StatsSimStats
+from downloader.sim.stats import data
+from downloader.sim.stats.config import StatsFaults, StatsSimConfig
+from downloader.sim.stats.data import Dashboard, DashboardChart
+from downloader.sim.stats.links import BadLink, LinkSigner, PartRef, resolve_range, serve_bytes
+from downloader.sim.stats.records import LinkDownload, StatsCall, StatsSimStats
+from downloader.sim.stats.requests import (
+    HASH_ID,
+    BadRequest,
+    parse_plain,
+    parse_users,
+    parse_windowed,
+)
+from downloader.sim.stats.state import Job, JobBook, SlidingWindowAdmission, Step
+from downloader.sim.thread import AppThread, start_app_thread
 
 __all__ = [
     "Dashboard",
