@@ -248,8 +248,10 @@ def test_parse_token_error_does_not_quote_the_answer() -> None:
         ("/x%20y.csv", "/download?file=/x%2520y.csv"),
         ("/q?.csv", "/download?file=/q%3F.csv"),
         ("/a-b_c.d~e.csv", "/download?file=/a-b_c.d~e.csv"),
-        ("/jobs-results/downloads/下载漏斗.csv", "/download?file=/jobs-results/downloads/"
-         "%E4%B8%8B%E8%BD%BD%E6%BC%8F%E6%96%97.csv"),
+        (
+            "/jobs-results/downloads/下载漏斗.csv",
+            "/download?file=/jobs-results/downloads/%E4%B8%8B%E8%BD%BD%E6%BC%8F%E6%96%97.csv",
+        ),
     ],
 )
 def test_download_query_encodes_once(uri: str, query: str) -> None:
