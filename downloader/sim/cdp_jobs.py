@@ -40,7 +40,13 @@ _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SUBMIT_ERROR = {"code": "EXPORT_FAILED", "message": "导出任务提交失败：分群尚未计算完成"}
 JOB_ERROR_MESSAGE = "导出任务执行失败"
 # Kinds of job: the prefix of their names (API §6.4) and the type name inside their long id.
-_KIND_NAME = {"tag": ("DET", "TagUserExportJobDto"), "segment": ("DES", "SegmentUserExportJobDto")}
+# The vendor shows no name for analysis jobs; "DEA" is ours, and their long id holds the
+# analysis type and a hex digest instead (seed 004: base64("CHARTS:bcdbc65b...")).
+_KIND_NAME = {
+    "tag": ("DET", "TagUserExportJobDto"),
+    "segment": ("DES", "SegmentUserExportJobDto"),
+    "analysis": ("DEA", ""),
+}
 # Columns of the generated user lists, and values to draw from (non-ASCII on purpose).
 _HEADER = ("用户ID", "姓名", "城市", "消费金额", "备注")
 _NAMES = ("张伟", "王芳", "李娜", "刘洋", "欧阳娜娜", "O'Brien")
@@ -139,7 +145,7 @@ class JobBook:
             n = len(self._jobs) + 1
             short = self._short_id(n)
             stamp = self.now().astimezone(BEIJING).strftime("%Y%m%d%H%M")
-            prefix, dto = _KIND_NAME.get(kind, ("DEA", analysis_type))
+            prefix, dto = _KIND_NAME[kind]
             name = f"{prefix}-{stamp}-{self.config.seed:04d}{n:010d}"
             if kind == "analysis":
                 payload = f"{analysis_type}:{hashlib.sha256(name.encode()).hexdigest()[:32]}"
