@@ -16,13 +16,14 @@ class AppThread:
     _runner: web.AppRunner
     _thread: threading.Thread
 
-    def stop(self) -> None:
-        """Stop the server, its thread and its loop (a second call does nothing)."""
+    def stop(self) -> bool:
+        """Stop the server, its thread and its loop; False when it was stopped already."""
         if not self._thread.is_alive():
-            return
+            return False
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
+        return True
 
 
 def start_app_thread(app: web.Application, host: str, port: int, name: str) -> AppThread:

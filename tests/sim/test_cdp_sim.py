@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from downloader.sim.cdp import (
+from downloader.sim.cdp.app import (
     CdpSimConfig,
     CdpSimulator,
     Outcome,

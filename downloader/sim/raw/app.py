@@ -55,6 +55,7 @@ from downloader.sim.raw.links import BadLink, LinkSigner, LinkTarget
 from downloader.sim.raw.partstore import ExpectedPart, PartStore, Version, Versions
 from downloader.sim.raw.records import ApiCall, DownloadRecord, SimStats
 from downloader.sim.raw.schema import ALL_DATA_TYPES, COLUMNS, Partition, parse_partition
+from downloader.sim.thread import AppThread, start_app_thread
 
 
 class Simulator:
@@ -308,6 +309,7 @@ class Simulator:
         try:  # a stale If-Range means: ignore Range, send the whole current part (200)
             span = None if stale else resolve_range(request, part.size)
         except ValueError:
+            range_start = request.http_range.start  # what the client asked to resume from
             record(416, 0, "range_not_satisfiable")
             return web.Response(status=416, headers={"Content-Range": f"bytes */{part.size}"})
         range_start = span[0] if span else None
@@ -330,18 +332,12 @@ class Simulator:
 class RunningSimulator:
     url: str
     sim: Simulator
-    _loop: asyncio.AbstractEventLoop
-    _runner: web.AppRunner
-    _thread: threading.Thread
+    _server: AppThread
 
     def stop(self) -> None:
         """Stop the server, its thread and loop, and remove the simulator's own cache."""
-        if not self._thread.is_alive():
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self.sim.close()
+        if self._server.stop():
+            self.sim.close()
 
 
 def start_simulator(config: SimConfig, host: str = "127.0.0.1", port: int = 0) -> RunningSimulator:
@@ -351,39 +347,12 @@ def start_simulator(config: SimConfig, host: str = "127.0.0.1", port: int = 0) -
     far less CPU per GiB served than uvloop's path.
     """
     sim = Simulator(config)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(sim.make_app(), access_log=None)
-    started = threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.TCPSite(runner, host, port).start())
-        except BaseException as exc:  # reported to the caller below
-            failure.append(exc)
-            started.set()
-            loop.close()
-            return
-        started.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-            loop.close()
-
-    thread = threading.Thread(target=run, name="gio-simulator", daemon=True)
-    thread.start()
-    started.wait()
-    if failure:
+    try:
+        server = start_app_thread(sim.make_app(), host, port, "gio-simulator")
+    except BaseException:
         sim.close()
-        raise failure[0]
-    bound_host, bound_port = runner.addresses[0][:2]
-    return RunningSimulator(
-        f"http://{_url_host(bound_host)}:{bound_port}", sim, loop, runner, thread
-    )
+        raise
+    return RunningSimulator(server.url, sim, server)
 
 
 def _url_host(host: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from downloader.sim.cdp_state import CdpSimConfig, Outcome
+from downloader.sim.cdp.state import CdpSimConfig, Outcome
 
 __all__ = ["TokenBook", "TokenCheck"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from downloader.core.constants import BEIJING
-from downloader.sim.cdp_state import CdpSimConfig
+from downloader.sim.cdp.state import CdpSimConfig
 
 __all__ = [
     "STAGES",

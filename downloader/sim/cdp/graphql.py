@@ -26,8 +26,8 @@ from graphql import (
     validate,
 )
 
-from downloader.sim.cdp_jobs import UnknownJob
-from downloader.sim.cdp_state import Outcome
+from downloader.sim.cdp.jobs import UnknownJob
+from downloader.sim.cdp.state import Outcome
 from downloader.sources.cdp.documents import SCHEMA_FILE
 from downloader.sources.cdp.exports import is_hash_id
 

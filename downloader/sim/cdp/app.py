@@ -14,7 +14,6 @@ Endpoints:
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import threading
@@ -26,10 +25,11 @@ from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 
-from downloader.sim.cdp_graphql import GraphQLEndpoint
-from downloader.sim.cdp_jobs import ExpectedFile, JobBook, SimJob
-from downloader.sim.cdp_state import CdpCall, CdpFaults, CdpSimConfig, CdpStats, Outcome
-from downloader.sim.cdp_tokens import TokenBook, TokenCheck
+from downloader.sim.cdp.graphql import GraphQLEndpoint
+from downloader.sim.cdp.jobs import ExpectedFile, JobBook, SimJob
+from downloader.sim.cdp.state import CdpCall, CdpFaults, CdpSimConfig, CdpStats, Outcome
+from downloader.sim.cdp.tokens import TokenBook, TokenCheck
+from downloader.sim.thread import AppThread, start_app_thread
 
 __all__ = [
     "CdpCall",
@@ -311,17 +311,11 @@ async def _cut(request: web.Request, data: bytes, sent: int) -> web.StreamRespon
 class RunningCdpSimulator:
     url: str
     sim: CdpSimulator
-    _loop: asyncio.AbstractEventLoop
-    _runner: web.AppRunner
-    _thread: threading.Thread
+    _server: AppThread
 
     def stop(self) -> None:
         """Stop the server, its thread and its loop."""
-        if not self._thread.is_alive():
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
+        self._server.stop()
 
 
 def start_cdp_simulator(
@@ -329,34 +323,5 @@ def start_cdp_simulator(
 ) -> RunningCdpSimulator:
     """Run a CDP simulator in a daemon thread on its own loop; return once it accepts."""
     sim = CdpSimulator(config)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(sim.make_app(), access_log=None)
-    started = threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.TCPSite(runner, host, port).start())
-        except BaseException as exc:  # reported to the caller below
-            failure.append(exc)
-            started.set()
-            loop.close()
-            return
-        started.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-            loop.close()
-
-    thread = threading.Thread(target=run, name="gio-cdp-simulator", daemon=True)
-    thread.start()
-    started.wait()
-    if failure:
-        raise failure[0]
-    bound_host, bound_port = runner.addresses[0][:2]
-    url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    return RunningCdpSimulator(f"http://{url_host}:{bound_port}", sim, loop, runner, thread)
+    server = start_app_thread(sim.make_app(), host, port, "gio-cdp-simulator")
+    return RunningCdpSimulator(server.url, sim, server)
