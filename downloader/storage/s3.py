@@ -47,7 +47,8 @@ from downloader.storage.base import (
     StorageError,
     manifest_bytes,
 )
-from downloader.storage.s3parts import CRC32, MD5, PART_BYTES, Checksum, PartBuffer, S3PartSink
+from downloader.storage.s3buffers import CRC32, MD5, BufferPool, Checksum, PartBuffer
+from downloader.storage.s3parts import S3PartSink
 
 log = structlog.get_logger("gio.s3")
 
@@ -132,14 +133,7 @@ class S3Storage:
         self.endpoint_display = _without_userinfo(self.endpoint) if self.endpoint else None
         self.region = cfg.region
         self._connections = threads + 4
-        # Each downloading part fills one 8 MiB buffer; this many of them may also have a
-        # second one uploading meanwhile. Overlap only where the memory budget allows: measured
-        # with 8 x 64 MB parts on loopback, each spare buffer is ~8 MB of peak RSS.
-        self._spares = max(1, threads // 4)
-        # Buffers kept for reuse while parts are open: never more than can be in use at once.
-        self._keep = threads + self._spares
-        self._free: list[PartBuffer] = []
-        self._open_sinks = 0
+        self.buffers = BufferPool(threads)
         # The upload checksum: Content-MD5 unless the first check() finds that the server
         # verifies CRC32. Chosen once, so the readiness checks that follow cannot change it
         # under an upload in flight (whose pieces and completion must agree).
@@ -152,41 +146,6 @@ class S3Storage:
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         self._lock = asyncio.Lock()
-
-    # --- memory ------------------------------------------------------------------------------
-
-    def take_spare(self) -> bool:
-        if self._spares <= 0:
-            return False
-        self._spares -= 1
-        return True
-
-    def give_spare(self, _done: object = None) -> None:
-        self._spares += 1
-
-    def take_buffer(self) -> PartBuffer:
-        return self._free.pop() if self._free else PartBuffer(PART_BYTES)
-
-    def give_back(self, buf: PartBuffer) -> None:
-        """A buffer no request holds any more: kept for the next piece while parts are open."""
-        if self._open_sinks and len(self._free) < self._keep and not buf.closed:
-            buf.clear()
-            self._free.append(buf)
-        else:
-            buf.close()
-
-    def sink_opened(self) -> None:
-        self._open_sinks += 1
-
-    def sink_closed(self) -> None:
-        self._open_sinks -= 1
-        if not self._open_sinks:  # nothing uploading: the memory goes back to the OS
-            self._release_buffers()
-
-    def _release_buffers(self) -> None:
-        free, self._free = self._free, []
-        for buf in free:
-            buf.close()
 
     # --- names -------------------------------------------------------------------------------
 
@@ -269,7 +228,7 @@ class S3Storage:
 
     async def upload_part(self, key: str, upload_id: str, number: int, body: PartBuffer,
                           checksum: Checksum) -> dict[str, Any]:
-        """Send one buffer; it goes back to the storage once the server has all of it."""
+        """Send one buffer; it goes back to the buffer pool once the server has all of it."""
         args = checksum.request_args()
         try:
             c = await self.client()
@@ -279,7 +238,7 @@ class S3Storage:
         except BaseException:
             body.close()  # a request that failed or was cancelled may still hold a view of it
             raise
-        self.give_back(body)
+        self.buffers.give_back(body)
         # CompleteMultipartUpload lists each part's checksum when the upload declared one.
         return {"PartNumber": number, "ETag": resp["ETag"],
                 **(args if self._declares_crc32 else {})}
@@ -504,5 +463,5 @@ class S3Storage:
         if client is not None:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
-        self._release_buffers()
+        self.buffers.release()
         self.pool.shutdown(wait=True)
