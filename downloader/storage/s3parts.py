@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Executor
+from typing import Any
 
 import anyio
 import structlog
@@ -25,10 +26,8 @@ import structlog
 from downloader.core.integrity import CorruptPart, GzipVerifier
 from downloader.core.model import StoredPart
 from downloader.storage.base import StorageError
-from downloader.storage.s3buffers import PART_BYTES, Checksum, PartBuffer
-
-if TYPE_CHECKING:
-    from downloader.storage.s3 import S3Storage
+from downloader.storage.s3buffers import PART_BYTES, BufferPool, Checksum, PartBuffer
+from downloader.storage.s3client import S3Bucket
 
 log = structlog.get_logger("gio.s3")
 
@@ -37,24 +36,27 @@ ABORT_TIMEOUT_SECONDS = 15
 
 
 class S3PartSink:
-    """One part streaming into a multipart upload (see the module doc)."""
+    """One part streaming into a multipart upload of ``key`` (see the module doc). Its buffers
+    come from ``buffers``; hashing and gzip checks run in ``pool``."""
 
-    def __init__(self, storage: S3Storage, folder: str, name: str, index: int,
-                 verify_gzip: bool) -> None:
-        self._s = storage
+    def __init__(self, bucket: S3Bucket, buffers: BufferPool, pool: Executor, key: str,
+                 name: str, index: int, verify_gzip: bool) -> None:
+        self._bucket = bucket
+        self._buffers = buffers
+        self._pool = pool
         self.index = index
         self.name = name
-        self.key = storage.object_key(folder, name)
+        self.key = key
         self._verify = verify_gzip
         self.offset = 0
-        self._open = False  # counted among the storage's open parts
+        self._open = False  # counted among the buffer pool's open parts
         self._start()
 
     def _start(self) -> None:
         self._sha = hashlib.sha256()
         self._gz: GzipVerifier | None = GzipVerifier() if self._verify else None
         self._buf: PartBuffer | None = None  # taken at the first byte, not while queued
-        self._sum = Checksum(self._s.checksum)
+        self._sum = Checksum(self._bucket.checksum)
         self._buffered = 0  # bytes handed to the current buffer (some may still be in a job)
         self._absorbing: asyncio.Future[None] | None = None
         self._uploading: asyncio.Task[dict[str, Any]] | None = None
@@ -65,11 +67,11 @@ class S3PartSink:
 
     async def open(self) -> S3PartSink:
         """Abort what an earlier run left of this part: its hash state died with that run."""
-        aborted = await self._s.abort_uploads(self.key, exact=True)
+        aborted = await self._bucket.abort_uploads(self.key, exact=True)
         if aborted:
             log.info("discarded an unfinished upload of this part; uploading it again",
-                     object=self._s.url_of(self.key), uploads=aborted)
-        self._s.buffers.sink_opened()
+                     object=self._bucket.url_of(self.key), uploads=aborted)
+        self._buffers.sink_opened()
         self._open = True
         return self
 
@@ -95,9 +97,9 @@ class S3PartSink:
 
     def _take_buffer(self) -> tuple[PartBuffer, Checksum]:
         """The filled buffer and its checksum; the next byte takes a new buffer."""
-        body = self._buf if self._buf is not None else self._s.buffers.take_buffer()
+        body = self._buf if self._buf is not None else self._buffers.take_buffer()
         checksum = self._sum
-        self._buf, self._sum, self._buffered = None, Checksum(self._s.checksum), 0
+        self._buf, self._sum, self._buffered = None, Checksum(self._bucket.checksum), 0
         return body, checksum
 
     async def _ship(self) -> None:
@@ -105,15 +107,26 @@ class S3PartSink:
         await self._drain()
         await self._wait_upload()
         if self._upload_id is None:
-            self._upload_id = await self._s.create_upload(self.key)
+            self._upload_id = await self._bucket.create_upload(self.key)
         body, checksum = self._take_buffer()
         number = len(self._parts) + 1
         self._uploading = asyncio.create_task(
-            self._s.upload_part(self.key, self._upload_id, number, body, checksum))
-        if self._s.buffers.take_spare():  # fill the next buffer while this one uploads
-            self._uploading.add_done_callback(self._s.buffers.give_spare)
-        else:  # the storage's memory budget is spent: let the upload finish first
+            self._upload(self._upload_id, number, body, checksum))
+        if self._buffers.take_spare():  # fill the next buffer while this one uploads
+            self._uploading.add_done_callback(self._buffers.give_spare)
+        else:  # the pool's memory budget is spent: let the upload finish first
             await self._wait_upload()
+
+    async def _upload(self, upload_id: str, number: int, body: PartBuffer,
+                      checksum: Checksum) -> dict[str, Any]:
+        """Send one buffer; it goes back to the pool once the server has all of it."""
+        try:
+            piece = await self._bucket.upload_part(self.key, upload_id, number, body, checksum)
+        except BaseException:
+            body.close()  # a request that failed or was cancelled may still hold a view of it
+            raise
+        self._buffers.give_back(body)
+        return piece
 
     async def write(self, chunks: Sequence[bytes]) -> None:
         pieces: list[memoryview] = []
@@ -137,9 +150,9 @@ class S3PartSink:
         """Hash, check and copy ``pieces`` into the current buffer in one executor job."""
         await self._drain()
         if self._buf is None:
-            self._buf = self._s.buffers.take_buffer()
+            self._buf = self._buffers.take_buffer()
         self._absorbing = asyncio.get_running_loop().run_in_executor(
-            self._s.pool, self._absorb, self._buf, pieces)
+            self._pool, self._absorb, self._buf, pieces)
 
     async def settle(self) -> int:
         """Wait for the queued hashing and the UploadPart in flight; returns the bytes taken."""
@@ -159,12 +172,12 @@ class S3PartSink:
                 task.exception()  # retrieved: it no longer matters
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is not None:
-            await self._s.abort_upload(self.key, upload_id)
+            await self._bucket.abort_upload(self.key, upload_id)
 
     def _drop_buffer(self) -> None:
         buf, self._buf = self._buf, None
         if buf is not None:
-            self._s.buffers.give_back(buf)
+            self._buffers.give_back(buf)
 
     async def reset(self) -> None:
         await self._discard()
@@ -184,7 +197,7 @@ class S3PartSink:
         await self._drain()
         if expected_size is not None and self.offset != expected_size:
             raise CorruptPart(f"size {self.offset} differs from Content-Length {expected_size}")
-        await asyncio.get_running_loop().run_in_executor(self._s.pool, self._check_gzip)
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._check_gzip)
         if self._upload_id is not None:
             if self._buffered:
                 await self._ship()
@@ -198,19 +211,20 @@ class S3PartSink:
         if self._upload_id is None:
             body, checksum = self._take_buffer()
             try:
-                await self._s.put(self.key, body, checksum)
+                await self._bucket.put(self.key, body, checksum)
             except BaseException:
                 body.close()  # a request that failed may still hold a view of it
                 raise
-            self._s.buffers.give_back(body)
+            self._buffers.give_back(body)
         else:
-            await self._s.complete_upload(self.key, self._upload_id, self._parts)
+            await self._bucket.complete_upload(self.key, self._upload_id, self._parts)
         # Kept until now so that the reset() after a failed completion aborts the upload.
         self._upload_id = None
-        stored = await self._s.size_of(self.key)
+        stored = await self._bucket.size_of(self.key)
         if stored != self.offset:
             held = "is missing" if stored is None else f"holds {stored} bytes"
-            raise CorruptPart(f"{self._s.url_of(self.key)} {held} after {self.offset} were sent")
+            raise CorruptPart(f"{self._bucket.url_of(self.key)} {held} after {self.offset} "
+                              "were sent")
 
     async def close(self) -> None:
         """Abort an unfinished upload: a later run starts the part over (see the module doc).
@@ -224,4 +238,4 @@ class S3PartSink:
         self._drop_buffer()
         if self._open:
             self._open = False
-            self._s.buffers.sink_closed()
+            self._buffers.sink_closed()
