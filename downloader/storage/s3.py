@@ -1,200 +1,51 @@
 """S3 (and S3-compatible) storage: the same layout and ``_SUCCESS`` manifests as local storage,
-under ``s3://bucket/prefix``. How one part streams into a multipart upload is in
-:mod:`downloader.storage.s3parts`; this module has the client, the start-up checks and the
-operations.
+under ``s3://bucket/prefix``. The requests, their errors and the start-up checks are in
+:mod:`downloader.storage.s3client`; how one part streams into a multipart upload is in
+:mod:`downloader.storage.s3parts`, with its buffers in :mod:`downloader.storage.s3buffers`.
 
-Every request that carries data carries a checksum the server verifies (CRC32 where the start-up
-probe shows the server checks it, else Content-MD5), so a byte changed on the way is refused, and
-each object's size is compared after it is written.
+Every request that carries data carries a checksum the server verifies, and each object's size
+is compared after it is written.
 
 Resume: incomplete multipart uploads cannot be read back, so the SHA-256 and gzip state of the
 bytes they hold is lost with the process. A restart therefore aborts them (a sweep at start-up,
 and once more per part when it is opened) and uploads the part again from byte 0. None are left
-behind to cost money. Credentials come from the standard AWS chain only, never from the config.
+behind to cost money.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import uuid
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlsplit
 
-import anyio
 import structlog
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ProfileNotFound,
-)
 
-from downloader import __version__
 from downloader.config.model import StorageConfig
 from downloader.core.constants import SUCCESS_NAME
 from downloader.core.integrity import CorruptPart
 from downloader.core.model import StoredPart
-from downloader.storage.base import (
-    PartSink,
-    StorageError,
-    manifest_bytes,
-)
-from downloader.storage.s3parts import CRC32, MD5, PART_BYTES, Checksum, PartBuffer, S3PartSink
+from downloader.storage.base import PartSink, StorageError, manifest_bytes
+from downloader.storage.s3buffers import BufferPool, Checksum
+from downloader.storage.s3client import S3Bucket
+from downloader.storage.s3parts import S3PartSink
 
 log = structlog.get_logger("gio.s3")
 
-# For a custom endpoint the region is only a signing name; S3-compatible servers accept this one.
-DEFAULT_REGION = "us-east-1"
-# Retries of one S3 request (botocore's "standard" mode: throttling, 5xx, resets, timeouts).
-MAX_ATTEMPTS = 5
-# The start-up check retries little, so that a wrong endpoint is reported within seconds.
-CHECK_ATTEMPTS = 2
-CONNECT_TIMEOUT_SECONDS = 10
-READ_TIMEOUT_SECONDS = 120
-# The start-up write probe; the leading "." keeps readers (Spark, Hive, DuckDB) off it.
-WRITE_PROBE_PREFIX = ".gio-write-probe-"
 
-_DENIED = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled",
-                     "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccountProblem"})
-_NO_BUCKET = frozenset({"NoSuchBucket", "404", "NotFound"})
-_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
-_NO_UPLOAD = frozenset({"NoSuchUpload", "404", "NotFound"})
-# The server got other bytes than the ones we sent, or lost the upload: fetch the part again.
-_RETRY_PART = frozenset({"BadDigest", "InvalidDigest", "NoSuchUpload", "InvalidPart",
-                         "InvalidPartOrder", "IncompleteBody", "XAmzContentChecksumMismatch"})
-# How servers refuse a body whose checksum header does not match it (AWS and SeaweedFS say
-# BadDigest; MinIO has its own name for the x-amz-checksum-* headers).
-_BAD_CHECKSUM = frozenset({"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch"})
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "")) or \
-        str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-
-
-def _without_userinfo(url: str) -> str:
-    """The URL as it may be shown: never a user or password written into it."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")
-                          if parts.hostname else "").geturl()
-
-
-def _client_config(attempts: int, pool: int, path_style: bool) -> AioConfig:
-    options: dict[str, Any] = {
-        "retries": {"max_attempts": attempts, "mode": "standard"},
-        "max_pool_connections": pool,
-        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-        "read_timeout": READ_TIMEOUT_SECONDS,
-        "user_agent_extra": f"gio-downloader/{__version__}",
-    }
-    # Every request that carries data has a checksum header (signed), which the server checks,
-    # so botocore need not hash each 8 MiB body again on the event loop to sign it (it does so
-    # on plain-http endpoints otherwise).
-    options["s3"] = {"payload_signing_enabled": False}
-    if path_style:
-        options["s3"]["addressing_style"] = "path"
-    try:
-        # botocore >= 1.36 adds CRC checksums to every upload by default, which many
-        # S3-compatible servers reject: only send them where an operation requires one.
-        return AioConfig(request_checksum_calculation="when_required",
-                         response_checksum_validation="when_required", **options)
-    except TypeError:  # older botocore has neither option and never sends those checksums
-        return AioConfig(**options)
-
-
-class S3Storage:
-    """``s3://bucket/prefix`` through one aiobotocore client."""
+class S3Storage(S3Bucket):
+    """The Storage interface on ``s3://bucket/prefix``: the requests (and ``check``) are
+    S3Bucket's; the buffers and the hashing threads its parts share are this object's."""
 
     def __init__(self, cfg: StorageConfig, threads: int) -> None:
-        url = urlsplit(cfg.url)
-        self.bucket = url.netloc
-        self.prefix = url.path.strip("/")
-        self.display = f"s3://{self.bucket}/{self.prefix}" if self.prefix else \
-            f"s3://{self.bucket}"
-        # botocore reads AWS_ENDPOINT_URL(_S3) itself in recent versions; resolving it here too
-        # works with older ones and tells us to use path-style addressing.
-        self.endpoint = cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or \
-            os.environ.get("AWS_ENDPOINT_URL") or None
-        self.endpoint_display = _without_userinfo(self.endpoint) if self.endpoint else None
-        self.region = cfg.region
-        self._connections = threads + 4
-        # Each downloading part fills one 8 MiB buffer; this many of them may also have a
-        # second one uploading meanwhile. Overlap only where the memory budget allows: measured
-        # with 8 x 64 MB parts on loopback, each spare buffer is ~8 MB of peak RSS.
-        self._spares = max(1, threads // 4)
-        # Buffers kept for reuse while parts are open: never more than can be in use at once.
-        self._keep = threads + self._spares
-        self._free: list[PartBuffer] = []
-        self._open_sinks = 0
-        # The upload checksum: Content-MD5 unless the first check() finds that the server
-        # verifies CRC32. Chosen once, so the readiness checks that follow cannot change it
-        # under an upload in flight (whose pieces and completion must agree).
-        self.checksum = MD5
-        self.declare_crc32 = False  # whether a CRC32 multipart upload says so when created
-        self._checksum_chosen = False
+        super().__init__(cfg, connections=threads + 4)
+        self.buffers = BufferPool(threads)
         # One thread per concurrent download for hashing and gzip checks, plus a spare.
         self.pool = ThreadPoolExecutor(max_workers=threads + 1, thread_name_prefix="gio-s3")
-        self._session = get_session()
-        self._stack = contextlib.AsyncExitStack()
-        self._client: Any = None
-        self._lock = asyncio.Lock()
-
-    # --- memory ------------------------------------------------------------------------------
-
-    def take_spare(self) -> bool:
-        if self._spares <= 0:
-            return False
-        self._spares -= 1
-        return True
-
-    def give_spare(self, _done: object = None) -> None:
-        self._spares += 1
-
-    def take_buffer(self) -> PartBuffer:
-        return self._free.pop() if self._free else PartBuffer(PART_BYTES)
-
-    def give_back(self, buf: PartBuffer) -> None:
-        """A buffer no request holds any more: kept for the next piece while parts are open."""
-        if self._open_sinks and len(self._free) < self._keep and not buf.closed:
-            buf.clear()
-            self._free.append(buf)
-        else:
-            buf.close()
-
-    def sink_opened(self) -> None:
-        self._open_sinks += 1
-
-    def sink_closed(self) -> None:
-        self._open_sinks -= 1
-        if not self._open_sinks:  # nothing uploading: the memory goes back to the OS
-            self._release_buffers()
-
-    def _release_buffers(self) -> None:
-        free, self._free = self._free, []
-        for buf in free:
-            buf.close()
 
     # --- names -------------------------------------------------------------------------------
 
     def object_key(self, folder: str, name: str) -> str:
         return "/".join(p for p in (self.prefix, folder, name) if p)
-
-    def url_of(self, object_key: str) -> str:
-        return f"s3://{self.bucket}/{object_key}"
 
     def location(self, folder: str, name: str = "") -> str:
         return self.url_of(self.object_key(folder, name))
@@ -204,186 +55,7 @@ class S3Storage:
         """Everything this downloader writes starts with this (``<prefix>/ai=``)."""
         return f"{self.prefix}/ai=" if self.prefix else "ai="
 
-    # --- client ------------------------------------------------------------------------------
-
-    def _region(self) -> str:
-        return self.region or self._session.get_config_variable("region") or DEFAULT_REGION
-
-    async def _new_client(self, stack: contextlib.AsyncExitStack, attempts: int) -> Any:
-        try:
-            return await stack.enter_async_context(self._session.create_client(
-                "s3", region_name=self._region(), endpoint_url=self.endpoint,
-                config=_client_config(attempts, self._connections, self.endpoint is not None)))
-        except (BotoCoreError, ValueError) as exc:
-            raise StorageError(f"storage.url {self.display}: {exc}") from None
-
-    async def client(self) -> Any:
-        async with self._lock:
-            if self._client is None:
-                self._client = await self._new_client(self._stack, MAX_ATTEMPTS)
-            return self._client
-
-    def _error(self, exc: Exception, what: str) -> Exception:
-        """One line for the user (never credentials); CorruptPart where fetching again helps."""
-        where = f"storage.url {self.display}"
-        if isinstance(exc, ClientError):
-            code = _code(exc)
-            if code in _RETRY_PART:
-                return CorruptPart(f"{what}: {code}: {exc.response['Error'].get('Message', '')}")
-            if code == "NoSuchBucket":
-                return StorageError(f"{where}: bucket {self.bucket!r} does not exist")
-            if code in _DENIED:
-                return StorageError(f"{where}: access denied ({what}: {code})")
-            message = exc.response.get("Error", {}).get("Message") or ""
-            return StorageError(f"{where}: {what} failed: {code} {message}".rstrip())
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError | ProfileNotFound):
-            return StorageError(f"{where}: no usable AWS credentials ({exc}); set "
-                                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or use an "
-                                "instance role")
-        if isinstance(exc, EndpointConnectionError):
-            reason = exc.kwargs.get("error") or exc
-            return StorageError(f"{where}: cannot reach endpoint "
-                                f"{self.endpoint_display or 'of AWS S3'}: {reason}")
-        return StorageError(f"{where}: {what} failed: {exc}")
-
-    async def _call(self, what: str, op: Callable[..., Awaitable[Any]], **kwargs: Any) -> Any:
-        try:
-            return await op(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, what) from None
-
-    # --- operations the sinks use ------------------------------------------------------------
-
-    @property
-    def _declares_crc32(self) -> bool:
-        """Multipart uploads say they carry CRC32 (and list each piece's when completed)."""
-        return self.checksum == CRC32 and self.declare_crc32
-
-    async def create_upload(self, key: str) -> str:
-        c = await self.client()
-        extra = {"ChecksumAlgorithm": "CRC32"} if self._declares_crc32 else {}
-        resp = await self._call("CreateMultipartUpload", c.create_multipart_upload,
-                                Bucket=self.bucket, Key=key,
-                                ContentType="application/gzip", **extra)
-        return str(resp["UploadId"])
-
-    async def upload_part(self, key: str, upload_id: str, number: int, body: PartBuffer,
-                          checksum: Checksum) -> dict[str, Any]:
-        """Send one buffer; it goes back to the storage once the server has all of it."""
-        args = checksum.request_args()
-        try:
-            c = await self.client()
-            resp = await self._call(f"UploadPart {number} of {self.url_of(key)}",
-                                    c.upload_part, Bucket=self.bucket, Key=key,
-                                    UploadId=upload_id, PartNumber=number, Body=body, **args)
-        except BaseException:
-            body.close()  # a request that failed or was cancelled may still hold a view of it
-            raise
-        self.give_back(body)
-        # CompleteMultipartUpload lists each part's checksum when the upload declared one.
-        return {"PartNumber": number, "ETag": resp["ETag"],
-                **(args if self._declares_crc32 else {})}
-
-    async def complete_upload(self, key: str, upload_id: str,
-                              parts: list[dict[str, Any]]) -> None:
-        c = await self.client()
-        await self._call(f"CompleteMultipartUpload of {self.url_of(key)}",
-                         c.complete_multipart_upload, Bucket=self.bucket, Key=key,
-                         UploadId=upload_id, MultipartUpload={"Parts": parts})
-
-    async def abort_upload(self, key: str, upload_id: str) -> None:
-        c = await self.client()
-        try:
-            await c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except ClientError as exc:
-            if _code(exc) not in _NO_UPLOAD:  # already gone (completed or aborted): fine
-                raise self._error(exc, "AbortMultipartUpload") from None
-        except BotoCoreError as exc:
-            raise self._error(exc, "AbortMultipartUpload") from None
-
-    async def put(self, key: str, body: bytes | PartBuffer, checksum: Checksum,
-                  content_type: str = "application/gzip") -> None:
-        c = await self.client()
-        await self._call(f"PutObject {self.url_of(key)}", c.put_object, Bucket=self.bucket,
-                         Key=key, Body=body, ContentType=content_type,
-                         **checksum.request_args())
-
-    async def size_of(self, key: str) -> int | None:
-        """The object's size, None when there is no such object."""
-        c = await self.client()
-        try:
-            resp = await c.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if _code(exc) in _NOT_FOUND:
-                return None
-            raise self._error(exc, f"HeadObject {self.url_of(key)}") from None
-        except BotoCoreError as exc:
-            raise self._error(exc, f"HeadObject {self.url_of(key)}") from None
-        return int(resp["ContentLength"])
-
-    async def _uploads(self, prefix: str) -> list[tuple[str, str]]:
-        """(key, upload id) of the incomplete multipart uploads under ``prefix``."""
-        c = await self.client()
-        found: list[tuple[str, str]] = []
-        try:
-            async for page in c.get_paginator("list_multipart_uploads").paginate(
-                    Bucket=self.bucket, Prefix=prefix):
-                found += [(u["Key"], u["UploadId"]) for u in page.get("Uploads") or []]
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, "ListMultipartUploads") from None
-        return found
-
-    async def abort_uploads(self, prefix: str, exact: bool = False,
-                            keep: Collection[str] = ()) -> int:
-        """Abort the incomplete multipart uploads under ``prefix`` (only of that key when
-        ``exact``), but those whose ``s3://`` URL is in ``keep``; returns how many."""
-        aborted = 0
-        # Twice: S3 may still list an upload whose parts were in flight while it was aborted.
-        for _ in range(2):
-            found = [(k, u) for k, u in await self._uploads(prefix)
-                     if (not exact or k == prefix) and self.url_of(k) not in keep]
-            for key, upload_id in found:
-                await self.abort_upload(key, upload_id)
-            aborted += len(found)
-            if not found:
-                break
-        return aborted
-
-    async def _complete_leftover(self, key: str, size: int) -> bool:
-        """Complete an upload that an earlier run had sent in full (and recorded in the
-        checkpoint) but not completed, if its parts add up to ``size``."""
-        c = await self.client()
-        for upload_key, upload_id in await self._uploads(key):
-            if upload_key != key:
-                continue
-            parts: list[dict[str, Any]] = []
-            try:
-                async for page in c.get_paginator("list_parts").paginate(
-                        Bucket=self.bucket, Key=key, UploadId=upload_id):
-                    parts += page.get("Parts") or []
-            except (ClientError, BotoCoreError) as exc:
-                raise self._error(exc, f"ListParts of {self.url_of(key)}") from None
-            numbers = [int(p["PartNumber"]) for p in parts]
-            if numbers != list(range(1, len(parts) + 1)) or \
-                    sum(int(p["Size"]) for p in parts) != size:
-                continue  # not the one that was recorded: reopening the part aborts it
-            await self.complete_upload(key, upload_id, [
-                {k: p[k] for k in ("PartNumber", "ETag", "ChecksumCRC32") if k in p}
-                for p in parts])
-            return await self.size_of(key) == size
-        return False
-
-    # --- the Storage interface ---------------------------------------------------------------
-
-    async def check(self) -> None:
-        """The bucket exists and we may write under the prefix (which also tells which upload
-        checksum the server verifies, on the first call). One clear line (StorageError)
-        otherwise. It touches no part's upload: the daemon's readiness check calls it while
-        parts are uploading."""
-        async with contextlib.AsyncExitStack() as stack:
-            quick = await self._new_client(stack, CHECK_ATTEMPTS)
-            await self._check_bucket(quick)
-            await self._probe_write(quick)
+    # --- the Storage interface (check() is S3Bucket's) ---------------------------------------
 
     async def sweep(self, keep: Collection[str]) -> None:
         """Abort what earlier runs left uploading under ``<prefix>/ai=`` (so none is left to
@@ -392,80 +64,10 @@ class S3Storage:
         log.info("storage ready", storage=self.display, endpoint=self.endpoint_display,
                  upload_checksum=self.checksum, aborted_incomplete_uploads=aborted)
 
-    async def _check_bucket(self, c: Any) -> None:
-        try:
-            await c.head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            code, status = _code(exc), _status(exc)
-            where = f"storage.url {self.display}"
-            if code in _NO_BUCKET or status == 404:
-                raise StorageError(f"{where}: bucket {self.bucket!r} does not exist "
-                                   f"at {self.endpoint_display or 'AWS S3'}") from None
-            if code in _DENIED or status == 403:
-                raise StorageError(f"{where}: access denied to bucket {self.bucket!r} "
-                                   "(check the credentials and the bucket policy)") from None
-            if status in (301, 307, 400):
-                region = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get(
-                    "x-amz-bucket-region")
-                if region:
-                    raise StorageError(f"{where}: the bucket is in region {region}; set "
-                                       f"storage.region: {region}") from None
-            raise self._error(exc, "HeadBucket") from None
-        except BotoCoreError as exc:
-            raise self._error(exc, "HeadBucket") from None
-
-    async def _probe_write(self, c: Any) -> None:
-        """We may write under the prefix; and which upload checksum the server verifies."""
-        key = "/".join(p for p in (self.prefix, f"{WRITE_PROBE_PREFIX}{uuid.uuid4().hex}") if p)
-        body = b"gio-downloader write probe\n"
-        await self._call(f"PutObject {self.url_of(key)}", c.put_object, Bucket=self.bucket,
-                         Key=key, Body=body, **Checksum.of(MD5, body).request_args())
-        if not self._checksum_chosen:  # once: every upload of a run uses the same kind
-            await self._choose_checksum(c, key, body)
-            self._checksum_chosen = True
-        try:
-            await c.delete_object(Bucket=self.bucket, Key=key)
-        except (ClientError, BotoCoreError) as exc:
-            # Writing is what we need; a policy without DeleteObject leaves a hidden probe.
-            log.warning("could not delete the write probe", object=self.url_of(key),
-                        error=str(exc))
-
-    async def _refuses_wrong_crc32(self, request: Callable[..., Awaitable[Any]],
-                                   **kwargs: Any) -> bool:
-        """Whether the server refused a request whose x-amz-checksum-crc32 is wrong (a server
-        that ignores the header takes it; one that does not know it answers another error)."""
-        try:
-            await request(**kwargs, **Checksum.of(CRC32, b"not the body").request_args())
-        except ClientError as exc:
-            return _code(exc) in _BAD_CHECKSUM
-        except BotoCoreError:
-            return False
-        return False
-
-    async def _choose_checksum(self, c: Any, key: str, body: bytes) -> None:
-        """CRC32 where the server verifies it, else Content-MD5. And whether a multipart upload
-        must declare CRC32 when it is created: where the server verifies the pieces' CRC32
-        without it (SeaweedFS), it is not declared, so that an upload left by a crash can be
-        completed from the pieces' ETags alone (which ListParts always gives back); where it
-        must be declared (AWS S3), completing one needs the pieces' CRC32 from ListParts."""
-        self.checksum, self.declare_crc32 = MD5, False
-        if not await self._refuses_wrong_crc32(c.put_object, Bucket=self.bucket, Key=key,
-                                               Body=body):
-            return
-        self.checksum = CRC32
-        upload_id = (await self._call("CreateMultipartUpload", c.create_multipart_upload,
-                                      Bucket=self.bucket, Key=key))["UploadId"]
-        try:
-            self.declare_crc32 = not await self._refuses_wrong_crc32(
-                c.upload_part, Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=1,
-                Body=body)
-        finally:
-            with contextlib.suppress(ClientError, BotoCoreError):
-                await c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-
     async def open_part(self, folder: str, name: str, index: int,
                         verify_gzip: bool) -> PartSink:
-        return await S3PartSink(self, folder, name, index, verify_gzip).open()
+        return await S3PartSink(self, self.buffers, self.pool, self.object_key(folder, name),
+                                name, index, verify_gzip).open()
 
     async def recover_part(self, folder: str, part: StoredPart) -> bool:
         """A part the checkpoint calls finished: its object must be there with its size, or
@@ -499,10 +101,6 @@ class S3Storage:
                        Checksum.of(self.checksum, body), content_type="application/json")
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        stack, self._stack = self._stack, contextlib.AsyncExitStack()
-        if client is not None:
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
-        self._release_buffers()
+        await super().close()
+        self.buffers.release()
         self.pool.shutdown(wait=True)

@@ -1,204 +1,62 @@
-"""One export part streaming into S3: the 8 MiB upload buffers, their checksums, and the sink.
+"""One export part streaming into an S3 multipart upload.
 
 Each chunk is hashed (SHA-256 for the manifest, the upload checksum of the current 8 MiB piece),
 gzip-checked and copied into the current buffer in one executor job, overlapping the download of
 the next chunk. A full buffer is sent as the next UploadPart while the next one fills if the
-storage has a spare buffer to lend, else before the next one fills; so at most two buffers exist
-per part and memory is bounded whatever the part's size. ``finish`` checks size and gzip and
-sends the last piece; the object appears only when ``publish`` completes the upload, after the
-worker has recorded the part in the checkpoint (a restart completes an upload left between the
-two, see ``S3Storage.recover_part``). A part smaller than one buffer is sent with one PutObject
-instead, in ``publish``.
-
-Buffers are anonymous memory maps, kept by the storage for reuse while parts are uploading: a
-fresh map costs a page fault per 4 KiB on first write (about 0.4 CPU seconds per GiB). They go
-back to the operating system as soon as no part is open, so an idle daemon holds none. A buffer
-is sent as one memoryview of its map, not read in 256 KiB slices through the executor.
+buffer pool has a spare buffer to lend, else before the next one fills; so at most two buffers
+exist per part and memory is bounded whatever the part's size. ``finish`` checks size and gzip
+and sends the last piece; the object appears only when ``publish`` completes the upload, after
+the worker has recorded the part in the checkpoint (a restart completes an upload left between
+the two, see ``S3Storage.recover_part``). A part smaller than one buffer is sent with one
+PutObject instead, in ``publish``. The buffers are in :mod:`downloader.storage.s3buffers`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
-import io
-import mmap
-import zlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Executor
+from typing import Any
 
 import anyio
 import structlog
-from aiohttp import payload
 
 from downloader.core.integrity import CorruptPart, GzipVerifier
 from downloader.core.model import StoredPart
 from downloader.storage.base import StorageError
-
-if TYPE_CHECKING:
-    from downloader.storage.s3 import S3Storage
+from downloader.storage.s3buffers import PART_BYTES, BufferPool, Checksum, PartBuffer
+from downloader.storage.s3client import S3Bucket
 
 log = structlog.get_logger("gio.s3")
 
-# S3 needs every part of a multipart upload but the last to be at least 5 MiB (AWS documents
-# 5 MiB-5 GiB and at most 10,000 parts; SeaweedFS enforces the same minimum). 8 MiB parts make a
-# ~64 MB export part 8 UploadParts and bound memory to two 8 MiB buffers per download.
-PART_BYTES = 8 * 1024 * 1024
-
-# The checksum each UploadPart / PutObject carries, which the server verifies before it stores
-# the bytes. CRC32 (x-amz-checksum-crc32) costs a third of MD5 (0.45 vs 1.5 CPU s per GiB here)
-# and is used where the start-up probe saw the server reject a wrong one; Content-MD5 otherwise,
-# which S3 and the S3-compatible servers check (moto, a test double, does not).
-CRC32, MD5 = "crc32", "md5"
 # How long close() may spend aborting an unfinished upload when the run is being cancelled.
 ABORT_TIMEOUT_SECONDS = 15
 
 
-class Checksum:
-    """A running checksum of one upload piece, in the form its request header wants."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._md5 = hashlib.md5() if kind == MD5 else None
-        self._crc = 0
-
-    def update(self, data: memoryview | bytes) -> None:
-        if self._md5 is not None:
-            self._md5.update(data)
-        else:
-            self._crc = zlib.crc32(data, self._crc)
-
-    def b64(self) -> str:
-        raw = self._md5.digest() if self._md5 is not None else self._crc.to_bytes(4, "big")
-        return base64.b64encode(raw).decode()
-
-    def request_args(self) -> dict[str, str]:
-        """The keyword of put_object / upload_part that carries it."""
-        return {"ContentMD5": self.b64()} if self.kind == MD5 else {"ChecksumCRC32": self.b64()}
-
-    @classmethod
-    def of(cls, kind: str, data: bytes) -> Checksum:
-        c = cls(kind)
-        c.update(data)
-        return c
-
-
-class PartBuffer(io.RawIOBase):
-    """The bytes of one UploadPart in an anonymous memory map, read back as a file.
-
-    A file because botocore takes file bodies (and can rewind them for a retry). A map because
-    its pages go back to the OS on close(), while 8 MiB blocks grown by realloc from several
-    executor threads end up in glibc's per-thread arenas, which keep them after they are freed.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self._map = mmap.mmap(-1, capacity)
-        self.size = 0
-        self._pos = 0
-
-    def clear(self) -> None:
-        """Empty it for the next piece (the pages stay: that is the point of reuse)."""
-        self.size = self._pos = 0
-
-    def append(self, data: memoryview) -> None:
-        end = self.size + len(data)
-        self._map[self.size:end] = data
-        self.size = end
-
-    def remaining(self) -> memoryview:
-        """The bytes from the read position on, without a copy; the position moves past them."""
-        view = memoryview(self._map)[self._pos:self.size]
-        self._pos = self.size
-        return view
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = max(0, min(len(buffer), self.size - self._pos))
-        if n:
-            with memoryview(self._map) as view, memoryview(buffer) as out:
-                out[:n] = view[self._pos:self._pos + n]
-            self._pos += n
-        return n
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        """One copy per read (RawIOBase's default makes two)."""
-        end = self.size if size < 0 else min(self.size, self._pos + size)
-        data = self._map[self._pos:end] if end > self._pos else b""
-        self._pos = max(self._pos, end)
-        return data
-
-    def close(self) -> None:
-        if not self.closed:
-            # A request still holding a view of the map (one cancelled mid-send) keeps it; it
-            # is then freed with the last view.
-            with contextlib.suppress(BufferError):
-                self._map.close()
-        super().close()
-
-
-class PartBufferPayload(payload.Payload):
-    """How aiohttp sends a PartBuffer body: one write of a memoryview of the map, which the
-    event loop hands to the socket as it is. aiohttp's file payload would instead read it in
-    256 KiB copies, one executor job each (32 per UploadPart). botocore rewinds the body before
-    a retry, so each send starts at the read position."""
-
-    _value: PartBuffer
-
-    def __init__(self, value: PartBuffer, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("content_type", "application/octet-stream")
-        super().__init__(value, *args, **kwargs)
-        self._size = value.size - value.tell()
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        raise TypeError("an upload part is binary")
-
-    async def write(self, writer: Any) -> None:
-        await self.write_with_length(writer, None)
-
-    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
-        view = self._value.remaining()
-        await writer.write(view if content_length is None else view[:content_length])
-
-
-# First, ahead of aiohttp's own file payload: aiobotocore hands file bodies over wrapped in a
-# proxy that is an instance of the wrapped class but not of that type.
-payload.PAYLOAD_REGISTRY.register(PartBufferPayload, PartBuffer, order=payload.Order.try_first)
-
-
 class S3PartSink:
-    """One part streaming into a multipart upload (see the module doc)."""
+    """One part streaming into a multipart upload of ``key`` (see the module doc). Its buffers
+    come from ``buffers``; hashing and gzip checks run in ``pool``."""
 
-    def __init__(self, storage: S3Storage, folder: str, name: str, index: int,
-                 verify_gzip: bool) -> None:
-        self._s = storage
+    def __init__(self, bucket: S3Bucket, buffers: BufferPool, pool: Executor, key: str,
+                 name: str, index: int, verify_gzip: bool) -> None:
+        self._bucket = bucket
+        self._buffers = buffers
+        self._pool = pool
         self.index = index
         self.name = name
-        self.key = storage.object_key(folder, name)
+        self.key = key
         self._verify = verify_gzip
         self.offset = 0
-        self._open = False  # counted among the storage's open parts
+        self._open = False  # counted among the buffer pool's open parts
         self._start()
 
     def _start(self) -> None:
         self._sha = hashlib.sha256()
         self._gz: GzipVerifier | None = GzipVerifier() if self._verify else None
         self._buf: PartBuffer | None = None  # taken at the first byte, not while queued
-        self._sum = Checksum(self._s.checksum)
+        self._sum = Checksum(self._bucket.checksum)
         self._buffered = 0  # bytes handed to the current buffer (some may still be in a job)
         self._absorbing: asyncio.Future[None] | None = None
         self._uploading: asyncio.Task[dict[str, Any]] | None = None
@@ -209,11 +67,11 @@ class S3PartSink:
 
     async def open(self) -> S3PartSink:
         """Abort what an earlier run left of this part: its hash state died with that run."""
-        aborted = await self._s.abort_uploads(self.key, exact=True)
+        aborted = await self._bucket.abort_uploads(self.key, exact=True)
         if aborted:
             log.info("discarded an unfinished upload of this part; uploading it again",
-                     object=self._s.url_of(self.key), uploads=aborted)
-        self._s.sink_opened()
+                     object=self._bucket.url_of(self.key), uploads=aborted)
+        self._buffers.sink_opened()
         self._open = True
         return self
 
@@ -239,9 +97,9 @@ class S3PartSink:
 
     def _take_buffer(self) -> tuple[PartBuffer, Checksum]:
         """The filled buffer and its checksum; the next byte takes a new buffer."""
-        body = self._buf if self._buf is not None else self._s.take_buffer()
+        body = self._buf if self._buf is not None else self._buffers.take_buffer()
         checksum = self._sum
-        self._buf, self._sum, self._buffered = None, Checksum(self._s.checksum), 0
+        self._buf, self._sum, self._buffered = None, Checksum(self._bucket.checksum), 0
         return body, checksum
 
     async def _ship(self) -> None:
@@ -249,15 +107,26 @@ class S3PartSink:
         await self._drain()
         await self._wait_upload()
         if self._upload_id is None:
-            self._upload_id = await self._s.create_upload(self.key)
+            self._upload_id = await self._bucket.create_upload(self.key)
         body, checksum = self._take_buffer()
         number = len(self._parts) + 1
         self._uploading = asyncio.create_task(
-            self._s.upload_part(self.key, self._upload_id, number, body, checksum))
-        if self._s.take_spare():  # fill the next buffer while this one uploads
-            self._uploading.add_done_callback(self._s.give_spare)
-        else:  # the storage's memory budget is spent: let the upload finish first
+            self._upload(self._upload_id, number, body, checksum))
+        if self._buffers.take_spare():  # fill the next buffer while this one uploads
+            self._uploading.add_done_callback(self._buffers.give_spare)
+        else:  # the pool's memory budget is spent: let the upload finish first
             await self._wait_upload()
+
+    async def _upload(self, upload_id: str, number: int, body: PartBuffer,
+                      checksum: Checksum) -> dict[str, Any]:
+        """Send one buffer; it goes back to the pool once the server has all of it."""
+        try:
+            piece = await self._bucket.upload_part(self.key, upload_id, number, body, checksum)
+        except BaseException:
+            body.close()  # a request that failed or was cancelled may still hold a view of it
+            raise
+        self._buffers.give_back(body)
+        return piece
 
     async def write(self, chunks: Sequence[bytes]) -> None:
         pieces: list[memoryview] = []
@@ -281,9 +150,9 @@ class S3PartSink:
         """Hash, check and copy ``pieces`` into the current buffer in one executor job."""
         await self._drain()
         if self._buf is None:
-            self._buf = self._s.take_buffer()
+            self._buf = self._buffers.take_buffer()
         self._absorbing = asyncio.get_running_loop().run_in_executor(
-            self._s.pool, self._absorb, self._buf, pieces)
+            self._pool, self._absorb, self._buf, pieces)
 
     async def settle(self) -> int:
         """Wait for the queued hashing and the UploadPart in flight; returns the bytes taken."""
@@ -303,12 +172,12 @@ class S3PartSink:
                 task.exception()  # retrieved: it no longer matters
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is not None:
-            await self._s.abort_upload(self.key, upload_id)
+            await self._bucket.abort_upload(self.key, upload_id)
 
     def _drop_buffer(self) -> None:
         buf, self._buf = self._buf, None
         if buf is not None:
-            self._s.give_back(buf)
+            self._buffers.give_back(buf)
 
     async def reset(self) -> None:
         await self._discard()
@@ -328,7 +197,7 @@ class S3PartSink:
         await self._drain()
         if expected_size is not None and self.offset != expected_size:
             raise CorruptPart(f"size {self.offset} differs from Content-Length {expected_size}")
-        await asyncio.get_running_loop().run_in_executor(self._s.pool, self._check_gzip)
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._check_gzip)
         if self._upload_id is not None:
             if self._buffered:
                 await self._ship()
@@ -342,19 +211,20 @@ class S3PartSink:
         if self._upload_id is None:
             body, checksum = self._take_buffer()
             try:
-                await self._s.put(self.key, body, checksum)
+                await self._bucket.put(self.key, body, checksum)
             except BaseException:
                 body.close()  # a request that failed may still hold a view of it
                 raise
-            self._s.give_back(body)
+            self._buffers.give_back(body)
         else:
-            await self._s.complete_upload(self.key, self._upload_id, self._parts)
+            await self._bucket.complete_upload(self.key, self._upload_id, self._parts)
         # Kept until now so that the reset() after a failed completion aborts the upload.
         self._upload_id = None
-        stored = await self._s.size_of(self.key)
+        stored = await self._bucket.size_of(self.key)
         if stored != self.offset:
             held = "is missing" if stored is None else f"holds {stored} bytes"
-            raise CorruptPart(f"{self._s.url_of(self.key)} {held} after {self.offset} were sent")
+            raise CorruptPart(f"{self._bucket.url_of(self.key)} {held} after {self.offset} "
+                              "were sent")
 
     async def close(self) -> None:
         """Abort an unfinished upload: a later run starts the part over (see the module doc).
@@ -368,4 +238,4 @@ class S3PartSink:
         self._drop_buffer()
         if self._open:
             self._open = False
-            self._s.sink_closed()
+            self._buffers.sink_closed()

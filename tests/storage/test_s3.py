@@ -48,8 +48,8 @@ from downloader.sim.raw.csvgen import PartSpec, target_size  # noqa: E402
 from downloader.sources.raw.keys import part_name, partition_dir  # noqa: E402
 from downloader.storage.base import StorageError  # noqa: E402
 from downloader.storage.factory import open_storage  # noqa: E402
-from downloader.storage.s3 import PART_BYTES, S3Storage  # noqa: E402
-from downloader.storage.s3parts import CRC32, MD5, Checksum  # noqa: E402
+from downloader.storage.s3 import S3Storage  # noqa: E402
+from downloader.storage.s3buffers import CRC32, MD5, PART_BYTES, Checksum  # noqa: E402
 
 MiB = 1024 * 1024
 TYPES = ["visit", "page", "custom_event"]
@@ -586,7 +586,7 @@ async def test_a_part_buffer_is_sent_as_one_view_from_its_read_position() -> Non
     from aiobotocore._endpoint_helpers import _IOBaseWrapper
     from aiohttp import payload
 
-    from downloader.storage.s3parts import PartBuffer, PartBufferPayload
+    from downloader.storage.s3buffers import PartBuffer, PartBufferPayload
 
     buf = PartBuffer(1024)
     buf.append(memoryview(b"0123456789"))
@@ -639,7 +639,7 @@ async def test_memory_per_part_is_bounded_whatever_its_size(
         storage: S3Storage, monkeypatch: pytest.MonkeyPatch) -> None:
     """At most two 8 MiB buffers per part, and the second only within the storage's budget;
     reused while parts are open, and given back to the OS when none is."""
-    import downloader.storage.s3 as s3mod
+    import downloader.storage.s3buffers as s3mod
 
     live: set[Any] = set()
     most = [0]
