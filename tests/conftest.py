@@ -86,6 +86,7 @@ def write_config(tmp_path: Path, sim_url: str, **sections: Any) -> Path:
         "concurrency": {"downloads": 4, "partitions": 4},
         "retry": {"initial_backoff_seconds": 0.05, "max_backoff_seconds": 0.5,
                   "max_attempts": 8},
+        "schedule": {"running_poll_max_seconds": 0.1},
         "log": {"format": "json"},
     }
     for name, value in sections.items():

@@ -19,6 +19,7 @@ from downloader.config import exports
 from downloader.config.model import ApiConfig, Config, ConfigError, RetryConfig, StorageConfig
 from downloader.config.reader import Reader, check_url
 from downloader.core.constants import (
+    DEFAULT_BACKFILL_RUNNING_WAIT_MINUTES,
     DEFAULT_DAY_LAG_MINUTES,
     DEFAULT_DOWNLOAD_CONCURRENCY,
     DEFAULT_HOUR_LAG_MINUTES,
@@ -31,8 +32,10 @@ from downloader.core.constants import (
     DEFAULT_NOT_READY_GRACE_MINUTES,
     DEFAULT_PARTITION_CONCURRENCY,
     DEFAULT_RATE_LIMIT_PER_SECOND,
+    DEFAULT_READ_TIMEOUT_SECONDS,
     DEFAULT_REPORT_LAG_MINUTES,
     DEFAULT_RETENTION_DAYS,
+    DEFAULT_RUNNING_POLL_MAX_SECONDS,
     MAX_LINK_EXPIRE_MINUTES,
     NIGHT_HOURS,
 )
@@ -117,6 +120,10 @@ def parse_config(text: str, path: Path) -> Config:
     )
     report_lag = sch.number("report_lag_minutes", DEFAULT_REPORT_LAG_MINUTES, 0, 1_000_000,
                             integer=True)
+    running_poll_max = sch.number("running_poll_max_seconds", DEFAULT_RUNNING_POLL_MAX_SECONDS,
+                                  0.01, 86400)
+    running_wait = sch.number("backfill_running_wait_minutes",
+                              DEFAULT_BACKFILL_RUNNING_WAIT_MINUTES, 0, 100000)
     sch.done()
 
     storage = _storage(top.section("storage"))
@@ -133,6 +140,7 @@ def parse_config(text: str, path: Path) -> Config:
     verify = dl.string("verify", "gzip")
     if verify not in ("gzip", "size"):
         dl.fail(dl.key("verify"), f"must be gzip or size, not {verify!r}")
+    read_timeout = dl.number("read_timeout_seconds", DEFAULT_READ_TIMEOUT_SECONDS, 1, 3600)
     dl.done()
 
     rt = top.section("retry")
@@ -171,6 +179,8 @@ def parse_config(text: str, path: Path) -> Config:
     return Config(
         path=path, api=api, projects=projects, lags=lags, storage=storage,
         checkpoint=checkpoint, reports=reports, cdp=cdp, report_lag_minutes=report_lag,
+        read_timeout_seconds=read_timeout, running_poll_max_seconds=running_poll_max,
+        backfill_running_wait_minutes=running_wait,
         downloads=downloads, partitions=partitions, verify=verify,
         retry=retry, log_format=log_format, log_level=log_level, health_listen=listen,
         shutdown_grace_seconds=grace,

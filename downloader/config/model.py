@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from downloader.core.constants import (
+    DEFAULT_BACKFILL_RUNNING_WAIT_MINUTES,
     DEFAULT_DOWNLOAD_CONCURRENCY,
     DEFAULT_INITIAL_BACKOFF_SECONDS,
     DEFAULT_LINK_EXPIRE_MINUTES,
@@ -17,7 +18,9 @@ from downloader.core.constants import (
     DEFAULT_NOT_READY_GRACE_MINUTES,
     DEFAULT_PARTITION_CONCURRENCY,
     DEFAULT_RATE_LIMIT_PER_SECOND,
+    DEFAULT_READ_TIMEOUT_SECONDS,
     DEFAULT_REPORT_LAG_MINUTES,
+    DEFAULT_RUNNING_POLL_MAX_SECONDS,
 )
 from downloader.core.partitions import Lags
 
@@ -124,9 +127,12 @@ class Config:
     reports: tuple[ReportConfig, ...] = ()
     cdp: CdpConfig | None = None
     report_lag_minutes: int = DEFAULT_REPORT_LAG_MINUTES
+    running_poll_max_seconds: float = DEFAULT_RUNNING_POLL_MAX_SECONDS
+    backfill_running_wait_minutes: float = DEFAULT_BACKFILL_RUNNING_WAIT_MINUTES
     downloads: int = DEFAULT_DOWNLOAD_CONCURRENCY
     partitions: int = DEFAULT_PARTITION_CONCURRENCY
     verify: str = "gzip"
+    read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS
     retry: RetryConfig = field(default_factory=RetryConfig)
     log_format: str = "auto"
     log_level: str = "info"

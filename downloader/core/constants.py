@@ -40,6 +40,14 @@ DEFAULT_MAX_BACKOFF_SECONDS = 300.0
 DEFAULT_INITIAL_BACKOFF_SECONDS = 5.0
 # How long a due partition may still answer RUNNING / NOT_EXISTS before it is reported failed.
 DEFAULT_NOT_READY_GRACE_MINUTES = 240
+# A raw export answering RUNNING is being built (API §2.4, §2.6: early-morning hours take 3-4 h):
+# re-poll after 15-30 s at first, backing off to this cap; a backfill waits this long for it.
+RUNNING_POLL_FIRST_SECONDS = 15.0
+DEFAULT_RUNNING_POLL_MAX_SECONDS = 300.0
+DEFAULT_BACKFILL_RUNNING_WAIT_MINUTES = 180.0
+# Statistics and CDP jobs take seconds: re-poll after ~1 s, backing off to 10 s (exports-spec §0).
+JOB_POLL_FIRST_SECONDS = 1.0
+JOB_POLL_MAX_SECONDS = 10.0
 # Transient failures (5xx, 429, timeouts, broken bodies) of one partition before it is reported.
 DEFAULT_MAX_ATTEMPTS = 8
 # Export jobs that end "failed" (statistics) or in stage ERROR (CDP) before a partition is
@@ -64,6 +72,8 @@ READ_BUFFER_BYTES = 256 * 1024
 WRITEBACK_BYTES = 8 * 1024 * 1024
 
 DEFAULT_DOWNLOAD_CONCURRENCY = 8
+# A download that receives no byte for this long is broken off and resumed with Range.
+DEFAULT_READ_TIMEOUT_SECONDS = 60.0
 DEFAULT_PARTITION_CONCURRENCY = 4
 
 # A part's name: the 0-based position of its link in downloadLinks[type] (API §7.2.1).
@@ -73,3 +83,5 @@ SUCCESS_NAME = "_SUCCESS"
 # and the ".partial" suffix cannot match "*.csv.gz".
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".partial"
+# Beside a ".partial": the ETag / Last-Modified and size of the bytes in it (resume with If-Range).
+VALIDATOR_SUFFIX = ".partial.validator"

@@ -14,8 +14,13 @@ from enum import Enum
 
 class Action(Enum):
     DOWNLOAD = "download"  # FINISHED: fetch the parts
-    WAIT = "wait"  # not ready yet: ask again later (backoff), give up after the grace period
+    POLL = "poll"  # the export is being built: poll again on the source's schedule, never give up
+    WAIT = "wait"  # not produced yet: ask again later (backoff), give up after the grace period
+    RESUBMIT = "resubmit"  # the export job failed: a new job after a short backoff, up to
+    # retry.max_job_attempts per partition and run
     RETRY = "retry"  # transient: back off with jitter (honouring Retry-After) and try again
+    RESUME = "resume"  # the body broke off: go on from the stored bytes on the same link (at
+    # once when bytes arrived, after a backoff when none did; new links after two such tries)
     REFRESH = "refresh"  # the link is dead or the body broke off: new links, resume with Range
     REFETCH = "refetch"  # the bytes are wrong: discard them, new links, download again from 0
     FAIL = "fail"  # this partition cannot succeed now: report it
@@ -32,7 +37,7 @@ class Decision:
 # Answers of /v2/insights with HTTP 200, by "status" (API §2.4).
 _STATUS_TABLE: dict[str, Decision] = {
     "FINISHED": Decision(Action.DOWNLOAD, "finished"),
-    "RUNNING": Decision(Action.WAIT, "export still running"),
+    "RUNNING": Decision(Action.POLL, "export still running"),
     "NOT_EXISTS": Decision(Action.WAIT, "export does not exist (not ready, not enabled, or "
                                         "outside the retention window)"),
     "ERROR": Decision(Action.RETRY, "export job failed"),
@@ -79,7 +84,7 @@ def classify_download(http_status: int | None, broken: bool = False, corrupt: bo
     if corrupt:
         return Decision(Action.REFETCH, "part failed the integrity check (size or gzip)")
     if broken or http_status is None:
-        return Decision(Action.REFRESH, "download broke off")
+        return Decision(Action.RESUME, "download broke off")
     if http_status in (200, 206):
         return Decision(Action.DOWNLOAD, "ok")
     # An expired presigned link answers 403 (API §2.5, §7.2.1); a withdrawn one 404/410.
@@ -88,6 +93,14 @@ def classify_download(http_status: int | None, broken: bool = False, corrupt: bo
     if http_status == 429 or http_status >= 500 or http_status == 408:
         return Decision(Action.RETRY, f"download server error (HTTP {http_status})", retry_after)
     return Decision(Action.REFRESH, f"unexpected download answer (HTTP {http_status})")
+
+
+def poll_delay(polls: int, first: float, cap: float, rng: random.Random | None = None) -> float:
+    """Delay before re-polling a job that is being built, after ``polls`` polls (from 1):
+    ``first`` (with up to +100% jitter) doubling to ``cap``, so many jobs do not poll in step."""
+    r = rng or random
+    base = min(cap, first * (2 ** min(max(polls - 1, 0), 30)))
+    return min(cap, base * r.uniform(1.0, 2.0)) if base < cap else cap * r.uniform(0.9, 1.0)
 
 
 def parse_retry_after(value: str | None) -> float | None:

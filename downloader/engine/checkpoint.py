@@ -171,6 +171,10 @@ class Checkpoint:
                      info=json.dumps(info, sort_keys=True), fetched_at=fetched_at,
                      last_error=None)
 
+    def submitted(self, key: PartitionKey, job_ref: str | None) -> None:
+        """The source's export job for this partition (None: forget it, e.g. it failed)."""
+        self._upsert(key, "pending", job_ref=job_ref)
+
     def done(self, key: PartitionKey) -> None:
         self._upsert(key, "done", last_error=None, job_ref=None)
 

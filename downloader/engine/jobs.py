@@ -19,18 +19,22 @@ import structlog
 from downloader import __version__
 from downloader.config.model import Config
 from downloader.core.model import PartitionKey, StoredPart
-from downloader.core.policy import Action, Decision, backoff
+from downloader.core.policy import Action, Decision, backoff, poll_delay
 from downloader.core.stats import Stats
 from downloader.engine.checkpoint import Checkpoint
 from downloader.engine.links import LinksChanged, LinkSet
 from downloader.engine.source import Answer, Job, Source
-from downloader.engine.transfer import PartFailed, StopRun, Transfer
+from downloader.engine.transfer import PartFailed, Stopping, StopRun, Transfer
 from downloader.storage.base import Storage, StorageError
 
 log = structlog.get_logger("gio.worker")
 
-# After the grace period a partition that still is not ready gets this many more polls.
+# After the grace period a partition that is not produced yet gets this many more polls.
 LATE_NOT_READY_POLLS = 3
+# A failed export job is submitted again after a short backoff (exports-spec §0: seconds).
+MAX_RESUBMIT_BACKOFF_SECONDS = 30.0
+# Polls of a job rebuilt to refresh its links before that refresh counts as failed.
+MAX_REFRESH_POLLS = 120
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,19 @@ class Outcome:
     reason: str = ""
     delay: float = 0.0
     failed_keys: tuple[PartitionKey, ...] = ()
+    still_running: bool = False  # failed only because a backfill stopped waiting for it
 
 
 @dataclass
 class JobState:
     """What the scheduler remembers of a job between tries (in memory, per run)."""
 
-    polls: int = 0
-    attempts: int = 0
-    late_polls: int = 0
+    polls: int = 0  # answers of any kind
+    attempts: int = 0  # transient failures (5xx, 429, unreadable answers, broken downloads)
+    late_polls: int = 0  # "not produced" answers after the grace period
+    running_polls: int = 0  # "being built" answers in a row
+    first_running: datetime | None = None  # the first "being built" answer of this run
+    jobs: int = 0  # export jobs that failed on the vendor's side
 
 
 def manifest(head: dict[str, Any], parts: list[StoredPart], fetched_at: str,
@@ -68,14 +76,18 @@ def manifest(head: dict[str, Any], parts: list[StoredPart], fetched_at: str,
 class Worker:
     def __init__(self, cfg: Config, session: aiohttp.ClientSession,
                  sources: Mapping[str, Source], storage: Storage, checkpoint: Checkpoint,
-                 stats: Stats, clock: Callable[[], datetime]) -> None:
+                 stats: Stats, clock: Callable[[], datetime], stopping: asyncio.Event,
+                 running_wait: timedelta | None = None) -> None:
         self.cfg = cfg
+        # How long a backfill waits for an export that is being built (None: the daemon,
+        # which never gives up on one inside the retention window).
+        self.running_wait = running_wait
         self.sources = sources
         self.storage = storage
         self.checkpoint = checkpoint
         self.stats = stats
         self.clock = clock
-        self.transfer = Transfer(cfg, session, storage, checkpoint, stats)
+        self.transfer = Transfer(cfg, session, storage, checkpoint, stats, stopping)
         self._counted: set[PartitionKey] = set()  # partitions whose parts are in stats totals
 
     def _backoff(self, attempt: int, retry_after: float | None = None) -> float:
@@ -96,22 +108,49 @@ class Worker:
         keys = [k for k in keys if not await self._finish_from_checkpoint(source, k)]
         if not keys:
             return Outcome("done")
-        answer = await source.ask(job, keys)
+        row = self.checkpoint.get(keys[0])
+        job_ref = row.job_ref if row is not None else None
+        answer = await source.ask(job, keys, job_ref)
         state.polls += 1
         decision = answer.decision
+        if answer.job_ref != job_ref:
+            for key in keys:
+                self.checkpoint.submitted(key, answer.job_ref)
         if decision.action is Action.STOP:
             raise StopRun(decision.reason, config_error=True)
+        if decision.action is not Action.POLL:
+            state.running_polls, state.first_running = 0, None
         if decision.action is Action.DOWNLOAD:
             return await self._download(source, job, keys, answer, state)
-        return self._not_now(job, keys, state, decision)
+        return self._not_now(source, job, keys, state, decision)
 
     def _is_done(self, key: PartitionKey) -> bool:
         row = self.checkpoint.get(key)
         return row is not None and row.state == "done"
 
-    def _not_now(self, job: Job, keys: list[PartitionKey], state: JobState,
+    def _not_now(self, source: Source, job: Job, keys: list[PartitionKey], state: JobState,
                  decision: Decision) -> Outcome:
         retry = self.cfg.retry
+        if decision.action is Action.POLL:
+            now = self.clock()
+            state.running_polls += 1
+            state.first_running = state.first_running or now
+            if self.running_wait is not None and now - state.first_running >= self.running_wait:
+                minutes = round(self.running_wait.total_seconds() / 60)
+                return Outcome("failed", f"{decision.reason} after {minutes} min",
+                               failed_keys=tuple(keys), still_running=True)
+            return Outcome("retry", decision.reason,
+                           poll_delay(state.running_polls, source.poll_first_seconds,
+                                      source.poll_max_seconds))
+        if decision.action is Action.RESUBMIT:
+            state.jobs += 1
+            log.warning("export job failed", job=str(job), reason=decision.reason,
+                        job_attempt=state.jobs, of=retry.max_job_attempts)
+            if state.jobs >= retry.max_job_attempts:
+                return Outcome("failed", decision.reason, failed_keys=tuple(keys))
+            return Outcome("retry", decision.reason,
+                           backoff(state.jobs - 1, retry.initial_backoff_seconds,
+                                   min(retry.max_backoff_seconds, MAX_RESUBMIT_BACKOFF_SECONDS)))
         if decision.action is Action.WAIT:
             deadline = job.due + timedelta(minutes=retry.not_ready_grace_minutes)
             if self.clock() >= deadline:
@@ -193,18 +232,26 @@ class Worker:
                 self.stats.parts_done += len(finished[key])
         failures: dict[PartitionKey, str] = {}
         fatal: list[StopRun] = []
+        stopped = False
 
         async def one(key: PartitionKey, index: int) -> None:
+            nonlocal stopped
             try:
-                finished[key][index] = await self.transfer.part(key, source.folder(key), index,
-                                                                links)
+                finished[key][index] = await self.transfer.part(source, key, index, links)
             except PartFailed as exc:
-                failures.setdefault(key, f"{links.get(key, index)[1].name}: {exc}")
-            except LinksChanged as exc:
-                failures.setdefault(key, str(exc))
+                failures.setdefault(key, f"{answer.files[key][index].name}: {exc}")
+            except LinksChanged:
+                pass  # the partition is planned again below
+            except Stopping:
+                stopped = True
             except StopRun as exc:
                 fatal.append(exc)
                 tg.cancel_scope.cancel()
+            except Exception as exc:  # a bug, not a download problem: logged (redacted)
+                log.error("part failed unexpectedly", partition=str(key), part=index,
+                          error=f"{type(exc).__name__}: {exc}")
+                failures.setdefault(key, f"{answer.files[key][index].name}: internal error "
+                                         f"{type(exc).__name__}")
 
         try:
             async with anyio.create_task_group() as tg:
@@ -215,11 +262,18 @@ class Worker:
             self.stats.link_refreshes += links.refreshes
         if fatal:
             raise fatal[0]
+        changed = links.changed
+        for key in changed:  # re-exported with another part count: positions mean new files
+            self.checkpoint.forget_parts(key)
+            self._counted.discard(key)
+            log.info("export rebuilt with another number of parts; planning it again",
+                     partition=str(key))
         for key in keys:
-            if key in failures:
+            if key in failures or key in changed or len(finished[key]) < links.count(key):
                 continue
-            extra = {i: spec.extra for i, spec in enumerate(answer.files.get(key, ()))
-                     if spec.extra}
+            specs = answer.files.get(key, ())
+            extra = {i: spec.extra for i, spec in enumerate(specs) if spec.extra}
+            await self.storage.tidy(source.folder(key), [spec.name for spec in specs])
             await self._seal_partition(source, key, list(finished[key].values()),
                                        answer.info.get(key, {}), fetched_at[key], extra)
         if failures:
@@ -229,22 +283,37 @@ class Worker:
                 return Outcome("failed", reason, failed_keys=tuple(failures))
             self.stats.retries += 1
             return Outcome("retry", reason, self._backoff(state.attempts - 1))
+        if changed or stopped:
+            return Outcome("retry", "export rebuilt" if changed else "stopping")
         return Outcome("done")
 
     async def _fetch_finished(self, source: Source, job: Job,
                               keys: list[PartitionKey]) -> Answer:
-        """New links for a job that was finished a moment ago (retrying transient trouble)."""
-        attempt = 0
+        """New links for a job that was finished a moment ago: ask again, waiting out a new
+        build (a source whose re-ask starts a new job answers "being built" for a while) and
+        retrying transient trouble."""
+        attempt = polls = 0
         while True:
-            answer = await source.ask(job, keys)
+            row = self.checkpoint.get(keys[0])
+            job_ref = row.job_ref if row is not None else None
+            answer = await source.ask(job, keys, job_ref)
+            if answer.job_ref != job_ref:
+                for key in keys:
+                    self.checkpoint.submitted(key, answer.job_ref)
             decision = answer.decision
             if decision.action is Action.STOP:
                 raise StopRun(decision.reason, config_error=True)
             if decision.action is Action.DOWNLOAD:
-                log.info("links refreshed", job=str(job))
+                log.debug("links refreshed", job=str(job))
                 return answer
+            if decision.action is Action.POLL and polls < MAX_REFRESH_POLLS:
+                polls += 1
+                await asyncio.sleep(poll_delay(polls, source.poll_first_seconds,
+                                               source.poll_max_seconds))
+                continue
             attempt += 1
-            if attempt >= self.cfg.retry.max_attempts or decision.action is Action.FAIL:
+            if attempt >= self.cfg.retry.max_attempts or decision.action in (
+                    Action.FAIL, Action.POLL):
                 raise PartFailed(f"could not refresh links: {decision.reason}")
             self.stats.retries += 1
             await asyncio.sleep(self._backoff(attempt - 1, decision.retry_after))

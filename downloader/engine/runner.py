@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 
 import aiohttp
@@ -38,6 +38,9 @@ class Summary:
     not_due: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     already_done: int = 0
+    still_running: list[PartitionKey] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    running_wait_minutes: float = 0.0
     interrupted: bool = False
     fatal: str | None = None
     fatal_is_config: bool = False
@@ -75,7 +78,8 @@ class Runner:
     """Owns the resources of one run and the workers that drain the job queue."""
 
     def __init__(self, cfg: Config, clock: Callable[[], datetime], make_sources: SourceFactory,
-                 keep_summary: bool = True) -> None:
+                 keep_summary: bool = True, stopping: asyncio.Event | None = None,
+                 running_wait: timedelta | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
         self.make_sources = make_sources
@@ -90,7 +94,10 @@ class Runner:
         # When a job last failed (monotonic), so a daemon retries it only after a cool-down.
         self.failed_at: dict[tuple[str, str], float] = {}
         self.in_flight = 0
-        self.stopping = asyncio.Event()
+        self.stopping = stopping or asyncio.Event()
+        # A backfill gives up on an export still being built after this long; None: the
+        # daemon, which never does while the partition is in the retention window.
+        self.running_wait = running_wait
         self.idle = asyncio.Event()  # nothing queued, nothing running
         self.quiet = asyncio.Event()  # nothing running
         self.storage: Storage | None = None
@@ -109,7 +116,8 @@ class Runner:
             self.sources = {s.name: s for s in self.make_sources(wiring)}
             await self.storage.sweep({
                 self.storage.location(self.sources[k.source].folder(k), part.name)
-                for k, part in self.checkpoint.unsealed_parts() if k.source in self.sources})
+                for k, part in self.checkpoint.unsealed_parts() if k.source in self.sources},
+                roots={s.root for s in self.sources.values()})
         except BaseException:
             with anyio.CancelScope(shield=True):
                 if self.session is not None:
@@ -119,7 +127,8 @@ class Runner:
                 self.checkpoint.close()
             raise
         self.worker = Worker(self.cfg, self.session, self.sources, self.storage,
-                             self.checkpoint, self.stats, self.clock)
+                             self.checkpoint, self.stats, self.clock, self.stopping,
+                             self.running_wait)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -167,8 +176,8 @@ class Runner:
         assert self.checkpoint is not None
         state = self.states[job]
         if outcome.kind == "retry":
-            log.info("not ready, will retry", job=str(job), reason=outcome.reason,
-                     retry_in_seconds=round(outcome.delay, 1))
+            log.debug("not ready, will retry", job=str(job), reason=outcome.reason,
+                      retry_in_seconds=round(outcome.delay, 1))
             self.queue.put(job, outcome.delay)
             return
         self.stats.jobs_finished += 1
@@ -180,9 +189,15 @@ class Runner:
             if key in outcome.failed_keys:
                 self.checkpoint.failed(key, outcome.reason, state.polls + state.attempts)
                 self.stats.partitions_failed += 1
-                log.error("partition failed", partition=str(key), reason=outcome.reason)
+                if outcome.still_running:
+                    log.warning("partition still being built; run again later",
+                                partition=str(key), reason=outcome.reason)
+                else:
+                    log.error("partition failed", partition=str(key), reason=outcome.reason)
                 if self.keep_summary:
                     self.summary.failed[key] = outcome.reason
+                    if outcome.still_running:
+                        self.summary.still_running.append(key)
             elif self.keep_summary and self.is_done(key):
                 self.summary.done.append(key)
 
@@ -227,8 +242,10 @@ class Runner:
             finally:
                 for w in waits:
                     w.cancel()
-            if self.stopping.is_set() and self.in_flight:
+            if self.stopping.is_set() and (self.in_flight or len(self.queue)):
+                # Work was abandoned, running or still queued: the run did not complete.
                 self.summary.interrupted = self.summary.fatal is None
+            if self.stopping.is_set() and self.in_flight:
                 with anyio.move_on_after(grace_seconds):
                     await self.quiet.wait()
             tg.cancel_scope.cancel()
@@ -238,9 +255,9 @@ async def backfill(cfg: Config, first_hour: datetime, last_hour: datetime,
                    clock: Callable[[], datetime], make_sources: SourceFactory,
                    stopping: asyncio.Event | None = None,
                    runner_hook: Callable[[Runner], None] | None = None) -> Summary:
-    async with Runner(cfg, clock, make_sources) as runner:
-        if stopping is not None:
-            runner.stopping = stopping
+    wait = timedelta(minutes=cfg.backfill_running_wait_minutes)
+    async with Runner(cfg, clock, make_sources, stopping=stopping, running_wait=wait) as runner:
+        runner.summary.running_wait_minutes = cfg.backfill_running_wait_minutes
         if runner_hook is not None:
             runner_hook(runner)
         now = clock()
@@ -258,6 +275,9 @@ async def backfill(cfg: Config, first_hour: datetime, last_hour: datetime,
                 log.warning("skipping periods outside the retention window", source=name,
                             count=len(plan.expired), first=plan.expired[0],
                             last=plan.expired[-1])
+            for note in plan.notes:
+                log.warning(note, source=name)
+            summary.notes += plan.notes
         jobs = jobs_in_order(plans.values())
         log.info("backfill planned", jobs=len(jobs), already_done=summary.already_done,
                  first_hour=first_hour.strftime("%Y%m%d%H"),

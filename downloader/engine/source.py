@@ -52,6 +52,8 @@ class FileSpec:
     data: bytes | None = field(default=None, repr=False)
     gzip: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    auth: bool = False  # needs the source's download_headers()
+    ranged: bool = True  # the server honours Range: a broken body resumes where it broke
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ class Answer:
     decision: Decision
     files: Mapping[PartitionKey, tuple[FileSpec, ...]] = field(default_factory=dict)
     info: Mapping[PartitionKey, Mapping[str, str]] = field(default_factory=dict)
+    # The vendor's id of the export job this answer is about, for sources whose jobs must be
+    # polled again after a restart (recorded in the checkpoint; None: nothing to remember).
+    job_ref: str | None = None
 
 
 @dataclass
@@ -74,10 +79,27 @@ class Plan:
     not_due: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     already_done: int = 0
+    # Lines a person should see at the default log level (e.g. past snapshot days skipped).
+    notes: list[str] = field(default_factory=list)
 
 
 class Source(Protocol):
-    name: str
+    name: str  # "raw", "reports", "cdp": the checkpoint's source column
+
+    @property
+    def root(self) -> str:
+        """The first path element of every folder it writes ("ai=", "reports/", "cdp/")."""
+        ...
+
+    @property
+    def poll_first_seconds(self) -> float:
+        """Re-polling a job that is being built: the first delay..."""
+        ...
+
+    @property
+    def poll_max_seconds(self) -> float:
+        """... and the cap, in seconds."""
+        ...
 
     def plan(self, first_hour: datetime, last_hour: datetime, now: datetime,
              done: DoneSet) -> Plan:
@@ -104,8 +126,14 @@ class Source(Protocol):
         API client's settings (base URL, credentials) stay until a restart."""
         ...
 
-    async def ask(self, job: Job, keys: Sequence[PartitionKey]) -> Answer:
+    async def ask(self, job: Job, keys: Sequence[PartitionKey], job_ref: str | None) -> Answer:
         """One call to the source's API about ``keys`` (a subset of ``job.keys``: those not
-        done yet). Never raises for HTTP or network trouble: the answer's decision says what
-        happened."""
+        done yet): submit a job, or poll the one ``job_ref`` names (recorded from an earlier
+        answer, maybe by an earlier process). Never raises for HTTP or network trouble: the
+        answer's decision says what happened."""
+        ...
+
+    async def download_headers(self, stale: bool) -> Mapping[str, str]:
+        """Headers a file download needs (``FileSpec.auth``); ``stale``: the last ones were
+        refused (401), get new ones."""
         ...

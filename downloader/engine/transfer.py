@@ -1,9 +1,14 @@
-"""Stores one file of a partition: streamed from its link with Range resume, or written whole
-when the source gave it inline; then sealed (durable), recorded and published.
+"""Stores one file of a partition: streamed from its link with a checked Range resume, or written
+whole when the source gave it inline; then sealed (durable), recorded and published.
 
 The save sequence, for every source: temporary name → stream → check size (and gzip) → durable
 → checkpoint row → final name. A crash at any instant leaves either a resumable temporary file,
 or a recorded part that a restart publishes without fetching it again.
+
+A resume sends ``If-Range`` with the validator (ETag or Last-Modified) of the bytes already
+stored: if the vendor re-exported the part meanwhile, the server answers with the whole new body
+and the old bytes are thrown away, so two versions are never spliced. Without a validator the
+part starts again at byte 0.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import os
 import re
 import signal
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import aiohttp
 import structlog
@@ -21,11 +28,17 @@ from downloader.config.model import Config
 from downloader.core.constants import IO_BLOCK_BYTES
 from downloader.core.integrity import CorruptPart
 from downloader.core.model import PartitionKey, StoredPart
-from downloader.core.policy import Action, Decision, backoff, classify_download, parse_retry_after
+from downloader.core.policy import (
+    Action,
+    Decision,
+    backoff,
+    classify_download,
+    parse_retry_after,
+)
 from downloader.core.stats import Stats
 from downloader.engine.checkpoint import Checkpoint
 from downloader.engine.links import LinkSet
-from downloader.engine.source import FileSpec
+from downloader.engine.source import FileSpec, Source
 from downloader.storage.base import PartSink, Storage, StorageError
 
 log = structlog.get_logger("gio.worker")
@@ -38,6 +51,8 @@ KILL_BEFORE_PUBLISH_ENV = "GIO_DOWNLOADER_KILL_BEFORE_PUBLISH"
 # On a slow link, hand what arrived to storage at least this often, so that a crash loses at most
 # this much of the download (the bytes on disk are what a restart resumes from).
 MAX_BUFFER_SECONDS = 0.25
+# A link that broke off twice in a row without a byte is replaced by fresh links.
+SAME_LINK_TRIES = 2
 
 _CONTENT_RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)$")
 
@@ -55,6 +70,17 @@ class PartFailed(Exception):
     """A part kept failing without progress; its partition is reported failed."""
 
 
+class Stopping(Exception):
+    """The run is stopping: no new download starts (the part stays resumable)."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    decision: Decision
+    expected: int | None = None  # the part's full size, when the server said it
+    status: int | None = None
+
+
 def content_range(value: str | None) -> tuple[int | None, int | None]:
     """(start, total) of a Content-Range header, None where absent or unknown."""
     m = _CONTENT_RANGE.match(value or "")
@@ -65,6 +91,14 @@ def content_range(value: str | None) -> tuple[int | None, int | None]:
     return start, total
 
 
+def validator_of(headers: Mapping[str, str]) -> str | None:
+    """A strong ETag, else Last-Modified: what If-Range may carry (RFC 9110 §13.1.5)."""
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("Last-Modified") or None
+
+
 def _seam(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value and value.isdigit() else None
@@ -72,14 +106,16 @@ def _seam(name: str) -> int | None:
 
 class Transfer:
     def __init__(self, cfg: Config, session: aiohttp.ClientSession, storage: Storage,
-                 checkpoint: Checkpoint, stats: Stats) -> None:
+                 checkpoint: Checkpoint, stats: Stats, stopping: asyncio.Event) -> None:
         self.cfg = cfg
         self.session = session
         self.storage = storage
         self.checkpoint = checkpoint
         self.stats = stats
+        self.stopping = stopping
         self.slots = asyncio.Semaphore(cfg.downloads)
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30,
+                                              sock_read=cfg.read_timeout_seconds)
         self._kill_after = _seam(KILL_AFTER_BYTES_ENV)
         self._kill_before_publish = _seam(KILL_BEFORE_PUBLISH_ENV)
         self._publishing = 0  # parts handed to publish() by this process
@@ -88,80 +124,114 @@ class Transfer:
         r = self.cfg.retry
         return backoff(attempt, r.initial_backoff_seconds, r.max_backoff_seconds, retry_after)
 
-    async def part(self, key: PartitionKey, folder: str, index: int,
-                   links: LinkSet) -> StoredPart:
-        _, spec = links.get(key, index)
-        verify_gzip = spec.gzip and self.cfg.verify == "gzip"
+    async def _open(self, source: Source, key: PartitionKey, index: int,
+                    spec: FileSpec) -> PartSink:
         try:
-            sink = await self.storage.open_part(folder, spec.name, index, verify_gzip)
+            return await self.storage.open_part(source.folder(key), spec.name, index,
+                                                spec.gzip and self.cfg.verify == "gzip")
         except StorageError as exc:
             raise StopRun(str(exc)) from None
+
+    async def part(self, source: Source, key: PartitionKey, index: int,
+                   links: LinkSet) -> StoredPart:
+        """Store one file. The sink is opened inside a download slot, never before: a
+        partition of a thousand parts holds at most ``concurrency.downloads`` files open."""
+        sink: PartSink | None = None
         try:
+            _, spec = links.get(key, index)
             if spec.data is not None:
-                return await self._inline(key, index, spec, sink)
-            return await self._download(key, index, links, sink)
+                async with self.slots:
+                    sink = await self._open(source, key, index, spec)
+                    return await self._inline(key, index, spec, sink)
+            return await self._download(source, key, index, links)
         except StorageError as exc:
             raise StopRun(str(exc)) from None
         finally:
-            await sink.close()
+            if sink is not None:
+                await sink.close()
 
     async def _inline(self, key: PartitionKey, index: int, spec: FileSpec,
                       sink: PartSink) -> StoredPart:
         """A file the source's answer carried whole: no download, the same save sequence."""
         assert spec.data is not None
-        async with self.slots:
-            if sink.offset:
-                await sink.reset()
-            await sink.write([spec.data])
-            stored = await self._seal(key, index, sink, len(spec.data))
+        if sink.offset:
+            await sink.reset()
+        await sink.write([spec.data])
+        stored = await self._seal(key, index, sink, len(spec.data))
         self.stats.bytes_done += len(spec.data)
         self.stats.parts_done += 1
         return stored
 
-    async def _download(self, key: PartitionKey, index: int, links: LinkSet,
-                        sink: PartSink) -> StoredPart:
-        if sink.offset:
-            log.info("resuming part", partition=str(key), part=index, offset=sink.offset)
-            self.stats.bytes_resumed += sink.offset
-        failures = 0
+    async def _download(self, source: Source, key: PartitionKey, index: int,
+                        links: LinkSet) -> StoredPart:
+        sink: PartSink | None = None
+        failures = quiet = 0  # attempts without progress; of them, in a row on one link
+        stale_auth = False
         sized = False
-        while True:
-            generation, spec = links.get(key, index)
-            assert spec.url is not None
-            start = sink.offset
-            # The slot is held until the part is published, not just downloaded: a part whose
-            # tail is still being fsynced or uploaded keeps its buffers, so it must count
-            # against concurrency.downloads (else slow storage lets them pile up).
-            async with self.slots:
-                expected: int | None = None
-                stored: StoredPart | None = None
-                try:
-                    decision, expected = await self._fetch_into(spec.url, sink)
-                    if decision.action is Action.DOWNLOAD:
-                        stored = await self._seal(key, index, sink, expected)
-                except CorruptPart as exc:
-                    log.warning("corrupt part", partition=str(key), part=index, error=str(exc))
-                    decision = classify_download(None, corrupt=True)
-            if expected is not None and not sized:
-                self.stats.bytes_expected += expected
-                sized = True
-            if stored is not None:
-                self.stats.parts_done += 1
-                return stored
-            if sink.offset <= start or decision.action is Action.REFETCH:
-                failures += 1
-            if failures >= self.cfg.retry.max_attempts:
-                raise PartFailed(decision.reason)
-            self.stats.retries += 1
-            log.info("part retry", partition=str(key), part=index, reason=decision.reason,
-                     offset=sink.offset, failures=failures)
-            if decision.action is Action.REFETCH:
-                await self._reset(sink)
-                await links.refresh(generation)
-            elif decision.action is Action.REFRESH:
-                await links.refresh(generation)
-            else:
-                await asyncio.sleep(self._backoff(failures, decision.retry_after))
+        try:
+            while True:
+                generation, spec = links.get(key, index)
+                assert spec.url is not None
+                if self.stopping.is_set():
+                    raise Stopping()
+                # The slot is held until the part is published, not just downloaded: a part
+                # whose tail is still being fsynced or uploaded keeps its buffers, so it must
+                # count against concurrency.downloads (else slow storage lets them pile up).
+                async with self.slots:
+                    if self.stopping.is_set():
+                        raise Stopping()
+                    if sink is None:
+                        sink = await self._open(source, key, index, spec)
+                        if sink.offset:
+                            log.debug("resuming part", partition=str(key), part=index,
+                                      offset=sink.offset)
+                            self.stats.bytes_resumed += sink.offset
+                    start = sink.offset
+                    headers = dict(await source.download_headers(stale_auth)) if spec.auth \
+                        else {}
+                    stored: StoredPart | None = None
+                    try:
+                        got = await self._fetch_into(spec, sink, headers)
+                        if got.decision.action is Action.DOWNLOAD:
+                            stored = await self._seal(key, index, sink, got.expected)
+                    except CorruptPart as exc:
+                        log.warning("corrupt part", partition=str(key), part=index,
+                                    error=str(exc))
+                        got = Fetched(classify_download(None, corrupt=True))
+                if got.expected is not None and not sized:
+                    self.stats.bytes_expected += got.expected
+                    sized = True
+                if stored is not None:
+                    self.stats.parts_done += 1
+                    return stored
+                decision = got.decision
+                stale_auth = spec.auth and got.status == 401
+                progress = sink.offset > start
+                if not progress or decision.action in (Action.REFETCH, Action.REFRESH):
+                    failures += 1
+                if failures >= self.cfg.retry.max_attempts:
+                    raise PartFailed(decision.reason)
+                self.stats.retries += 1
+                log.debug("part retry", partition=str(key), part=index,
+                          reason=decision.reason, offset=sink.offset, failures=failures)
+                if stale_auth:
+                    continue  # the same link with a new token
+                if decision.action is Action.REFETCH:
+                    await self._reset(sink)
+                    await links.refresh(generation)
+                elif decision.action is Action.REFRESH:
+                    await links.refresh(generation)
+                elif decision.action is Action.RESUME and progress:
+                    quiet = 0  # go on from the new bytes at once
+                elif decision.action is Action.RESUME and quiet + 1 >= SAME_LINK_TRIES:
+                    quiet = 0
+                    await links.refresh(generation)
+                else:
+                    quiet += decision.action is Action.RESUME
+                    await asyncio.sleep(self._backoff(failures - 1, decision.retry_after))
+        finally:
+            if sink is not None:
+                await sink.close()
 
     async def _seal(self, key: PartitionKey, index: int, sink: PartSink,
                     expected: int | None) -> StoredPart:
@@ -180,38 +250,61 @@ class Transfer:
             raise
         return stored
 
-    async def _fetch_into(self, url: str, sink: PartSink) -> tuple[Decision, int | None]:
-        """One GET of a part into ``sink``, resuming at its offset. Returns what to do next and
-        the part's full size when the server said it."""
-        headers = {"Range": f"bytes={sink.offset}-"} if sink.offset else {}
+    async def _fetch_into(self, spec: FileSpec, sink: PartSink,
+                          extra: dict[str, str]) -> Fetched:
+        """One GET of a part into ``sink``, resuming at its offset when the stored bytes are
+        known to be of the version the server has."""
+        assert spec.url is not None
+        # The parts are stored exactly as served: no transfer compression by a proxy.
+        headers = {"Accept-Encoding": "identity", **extra}
+        if sink.offset and (not spec.ranged or sink.validator is None):
+            await self._reset(sink)  # the bytes cannot be matched to a version: start over
+        if sink.offset:
+            assert sink.validator is not None
+            headers["Range"] = f"bytes={sink.offset}-"
+            headers["If-Range"] = sink.validator
         try:
-            async with self.session.get(url, headers=headers, timeout=self._timeout) as resp:
-                if resp.status == 416 and sink.offset:
-                    _, total = content_range(resp.headers.get("Content-Range"))
-                    if total == sink.offset:  # we already have every byte
-                        return classify_download(206), total
-                    await self._reset(sink)
-                    return classify_download(None, broken=True), None
-                if resp.status not in (200, 206):
-                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                    return classify_download(resp.status, retry_after=retry_after), None
-                expected: int | None
-                if resp.status == 206:
-                    start, expected = content_range(resp.headers.get("Content-Range"))
-                    if start != sink.offset:
-                        await self._reset(sink)
-                        return classify_download(None, broken=True), None
-                else:
-                    if sink.offset:  # the server ignored Range: start over
-                        await self._reset(sink)
-                    expected = resp.content_length
-                await self._stream(resp, sink)
-                if expected is not None and sink.offset < expected:
-                    return classify_download(None, broken=True), expected
-                return classify_download(resp.status), expected
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError,
-                ConnectionError):
-            return classify_download(None, broken=True), None
+            async with self.session.get(spec.url, headers=headers,
+                                        timeout=self._timeout) as resp:
+                return await self._take(resp, sink)
+        except (aiohttp.ClientError, TimeoutError, ConnectionError, ValueError):
+            # ClientError covers resets, payload errors, oversized headers and redirect loops;
+            # ValueError a link aiohttp cannot use. The link is never logged (it is signed).
+            return Fetched(classify_download(None, broken=True))
+
+    async def _take(self, resp: aiohttp.ClientResponse, sink: PartSink) -> Fetched:
+        status = resp.status
+        if status == 416 and sink.offset:
+            _, total = content_range(resp.headers.get("Content-Range"))
+            if total == sink.offset and total == sink.total:  # every byte is here already
+                return Fetched(classify_download(206), total, status)
+            await self._reset(sink)
+            return Fetched(classify_download(None, broken=True), None, status)
+        if status not in (200, 206):
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            return Fetched(classify_download(status, retry_after=retry_after), None, status)
+        encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            return Fetched(Decision(Action.RETRY, f"download was sent with Content-Encoding "
+                                                  f"{encoding} although identity was asked "
+                                                  "(a compressing proxy?)"), None, status)
+        validator = validator_of(resp.headers)
+        expected: int | None
+        if status == 206:
+            start, expected = content_range(resp.headers.get("Content-Range"))
+            if start != sink.offset or expected != sink.total or (
+                    validator is not None and validator != sink.validator):
+                await self._reset(sink)  # not the bytes we have: start over, next try
+                return Fetched(classify_download(None, broken=True), None, status)
+        else:
+            if sink.offset:  # a new version (If-Range did not hold) or Range ignored
+                await self._reset(sink)
+            expected = resp.content_length
+            await sink.remember(validator, expected)
+        await self._stream(resp, sink)
+        if expected is not None and sink.offset < expected:
+            return Fetched(classify_download(None, broken=True), expected, status)
+        return Fetched(classify_download(status), expected, status)
 
     async def _stream(self, resp: aiohttp.ClientResponse, sink: PartSink) -> None:
         """Copy the body to ``sink`` in ~1 MiB batches; on a break, keep every byte that did

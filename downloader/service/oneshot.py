@@ -51,8 +51,15 @@ def _print_summary(summary: Any) -> None:
             f"{summary.already_done} already done, {len(failed)} failed, "
             f"{len(summary.not_due)} periods not due yet")
     print(line, file=sys.stderr)
+    running = set(summary.still_running)
     for key, reason in sorted(failed.items(), key=lambda kv: str(kv[0])):
-        print(f"  failed {key}: {reason}", file=sys.stderr)
+        if key not in running:
+            print(f"  failed {key}: {reason}", file=sys.stderr)
+    if running:
+        names = ", ".join(sorted(map(str, running)))
+        print(f"{len(running)} partition{'s' if len(running) != 1 else ''} still being built "
+              f"after {summary.running_wait_minutes:g} min: {names}; run again later",
+              file=sys.stderr)
     if summary.fatal:
         print(f"gio-downloader: stopped: {summary.fatal}", file=sys.stderr)
     elif summary.interrupted:

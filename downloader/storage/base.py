@@ -10,7 +10,7 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
-from downloader.core.constants import TEMP_PREFIX, TEMP_SUFFIX
+from downloader.core.constants import TEMP_PREFIX, TEMP_SUFFIX, VALIDATOR_SUFFIX
 from downloader.core.model import StoredPart
 
 
@@ -35,6 +35,15 @@ class PartSink(Protocol):
 
     async def reset(self) -> None: ...
 
+    # What identifies the version of the bytes stored so far (the first response's ETag or
+    # Last-Modified) and the part's full size: a resume is asked with If-Range on it, so bytes of
+    # two versions of a part are never spliced. Kept beside a local ``.partial`` (a restart
+    # resumes only when it is there); S3 parts restart at byte 0 after a restart anyway.
+    validator: str | None
+    total: int | None
+
+    async def remember(self, validator: str | None, total: int | None) -> None: ...
+
     async def finish(self, expected_size: int | None) -> StoredPart: ...
 
     async def publish(self) -> None: ...
@@ -46,20 +55,26 @@ class Storage(Protocol):
     """Files go to ``folder`` (a relative path the source chose, ``a=1/b=2``) below the root,
     under their final ``name``. ``check`` says whether parts can be stored now (start-up, and
     the daemon's readiness); it must not disturb parts being stored. ``sweep`` runs once at
-    start-up, before any download, and removes what earlier runs left half-written, except the
-    parts the checkpoint has recorded (``keep``: their ``location``), which ``recover_part``
-    publishes."""
+    start-up, before any download, and removes what earlier runs left half-written below the
+    sources' ``roots`` (the first path element of their layouts), except the parts the
+    checkpoint has recorded (``keep``: their ``location``), which ``recover_part`` publishes."""
 
     def location(self, folder: str, name: str = "") -> str: ...
 
     async def check(self) -> None: ...
 
-    async def sweep(self, keep: Collection[str]) -> None: ...
+    async def sweep(self, keep: Collection[str], roots: Collection[str]) -> None: ...
 
     async def open_part(self, folder: str, name: str, index: int,
                         verify_gzip: bool) -> PartSink: ...
 
     async def recover_part(self, folder: str, part: StoredPart) -> bool: ...
+
+    async def tidy(self, folder: str, keep: Collection[str]) -> int:
+        """Remove every file of the folder that is not in ``keep`` (parts of an older version of
+        the export, left-over temporary files), before its ``_SUCCESS`` is written, so a
+        reader's glob sees exactly the manifest's files. Returns how many were removed."""
+        ...
 
     async def write_success(self, folder: str, manifest: dict[str, Any]) -> None: ...
 
@@ -69,6 +84,11 @@ class Storage(Protocol):
 def temp_name(name: str) -> str:
     """The hidden name a file has while it is written: readers skip it, globs cannot match it."""
     return f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
+
+
+def validator_name(name: str) -> str:
+    """The hidden file beside a local ``.partial`` that says which version its bytes are of."""
+    return f"{TEMP_PREFIX}{name}{VALIDATOR_SUFFIX}"
 
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:

@@ -7,6 +7,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import hashlib
+import json
 import os
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,13 @@ from downloader.config.model import ConfigError
 from downloader.core.constants import IO_BLOCK_BYTES, SUCCESS_NAME, WRITEBACK_BYTES
 from downloader.core.integrity import CorruptPart, GzipVerifier
 from downloader.core.model import StoredPart
-from downloader.storage.base import PartSink, StorageError, manifest_bytes, temp_name
+from downloader.storage.base import (
+    PartSink,
+    StorageError,
+    manifest_bytes,
+    temp_name,
+    validator_name,
+)
 
 
 def _load_sync_file_range() -> Any:
@@ -78,6 +85,10 @@ class LocalPartSink:
         self._sha = hashlib.sha256()
         self._gz: GzipVerifier | None = GzipVerifier() if verify_gzip else None
         self._pending: asyncio.Future[None] | None = None
+        self._validator_file = folder / validator_name(name)
+        self.validator: str | None = None
+        self.total: int | None = None
+        self._validator_due = False  # remember()ed, not yet written beside the bytes
         self.offset = 0
         self._written = 0  # bytes written by the I/O thread
         self._flushed = 0  # of which handed to the kernel's writeback
@@ -100,11 +111,34 @@ class LocalPartSink:
         except CorruptPart:
             self._truncate()
             size = 0
+        if size:
+            self.validator, self.total = self._read_validator()
         self._file.seek(size)
         self.offset = self._written = self._flushed = size
 
+    def _read_validator(self) -> tuple[str | None, int | None]:
+        try:
+            saved = json.loads(self._validator_file.read_text())
+            return str(saved["validator"]), int(saved["total"]) if saved["total"] else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, None  # unknown version: the bytes are not resumed
+
+    def _write_validator(self, validator: str | None, total: int | None) -> None:
+        if validator is None:
+            self._validator_file.unlink(missing_ok=True)
+        else:
+            self._validator_file.write_text(json.dumps({"validator": validator,
+                                                        "total": total}))
+
+    async def remember(self, validator: str | None, total: int | None) -> None:
+        """Written by the next write job, before its bytes: no wait here, so the body is read
+        from the first byte on (aiohttp drops what it buffered once the connection breaks)."""
+        self.validator, self.total = validator, total
+        self._validator_due = True
+
     def _truncate(self) -> None:
         assert self._file is not None
+        self._validator_file.unlink(missing_ok=True)
         self._file.seek(0)
         self._file.truncate()
         self._written = self._flushed = 0
@@ -113,6 +147,9 @@ class LocalPartSink:
 
     def _sink(self, chunks: Sequence[bytes]) -> None:
         assert self._file is not None
+        if self._validator_due:
+            self._validator_due = False
+            self._write_validator(self.validator, self.total)
         self._file.writelines(chunks)
         for chunk in chunks:
             self._written += len(chunk)
@@ -156,8 +193,12 @@ class LocalPartSink:
             await self._drain()
         except CorruptPart:
             pass
-        await self._run(self._truncate)
+        try:
+            await self._run(self._truncate)
+        except OSError as exc:
+            raise _permanent(exc) from None
         self.offset = 0
+        self.validator = self.total = None
 
     def _seal(self, expected_size: int | None) -> StoredPart:
         assert self._file is not None
@@ -180,6 +221,7 @@ class LocalPartSink:
     def _publish(self) -> None:
         os.replace(self.temp, self.final)
         _fsync_dir(self.folder)
+        self._validator_file.unlink(missing_ok=True)
 
     async def publish(self) -> None:
         try:
@@ -215,7 +257,7 @@ class LocalStorage:
         except ConfigError as exc:
             raise StorageError(str(exc)) from None
 
-    async def sweep(self, keep: Collection[str]) -> None:
+    async def sweep(self, keep: Collection[str], roots: Collection[str]) -> None:
         """Nothing to remove: a part's temporary file is resumed from, not thrown away."""
 
     async def open_part(self, folder: str, name: str, index: int,
@@ -237,6 +279,29 @@ class LocalStorage:
             await asyncio.get_running_loop().run_in_executor(self._pool, _fsync_dir, path)
             return True
         return False
+
+    def _tidy(self, folder: Path, keep: Collection[str]) -> int:
+        removed = 0
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            if name in keep or name == SUCCESS_NAME or (folder / name).is_dir():
+                continue
+            (folder / name).unlink(missing_ok=True)
+            removed += 1
+        if removed:
+            _fsync_dir(folder)
+        return removed
+
+    async def tidy(self, folder: str, keep: Collection[str]) -> int:
+        try:
+            removed: int = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._tidy, self.folder(folder), keep)
+        except OSError as exc:
+            raise _permanent(exc) from None
+        return removed
 
     async def write_success(self, folder_name: str, manifest: dict[str, Any]) -> None:
         folder = self.folder(folder_name)

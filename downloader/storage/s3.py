@@ -50,17 +50,16 @@ class S3Storage(S3Bucket):
     def location(self, folder: str, name: str = "") -> str:
         return self.url_of(self.object_key(folder, name))
 
-    @property
-    def _layout_prefix(self) -> str:
-        """Everything this downloader writes starts with this (``<prefix>/ai=``)."""
-        return f"{self.prefix}/ai=" if self.prefix else "ai="
-
     # --- the Storage interface (check() is S3Bucket's) ---------------------------------------
 
-    async def sweep(self, keep: Collection[str]) -> None:
-        """Abort what earlier runs left uploading under ``<prefix>/ai=`` (so none is left to
-        cost money), but the uploads of parts the checkpoint has recorded."""
-        aborted = await self.abort_uploads(self._layout_prefix, keep=keep)
+    async def sweep(self, keep: Collection[str], roots: Collection[str]) -> None:
+        """Abort what earlier runs left uploading under ``<prefix>/<root>`` for each of the
+        sources' layout roots (so none is left to cost money), but the uploads of parts the
+        checkpoint has recorded. Nothing outside those roots is touched."""
+        aborted = 0
+        for root in sorted(roots):
+            prefix = f"{self.prefix}/{root}" if self.prefix else root
+            aborted += await self.abort_uploads(prefix, keep=keep)
         log.info("storage ready", storage=self.display, endpoint=self.endpoint_display,
                  upload_checksum=self.checksum, aborted_incomplete_uploads=aborted)
 
@@ -94,6 +93,18 @@ class S3Storage(S3Bucket):
             log.warning("cannot complete an upload an earlier run had sent; fetching the part "
                         "again", object=self.url_of(object_key), error=str(exc))
         return False
+
+    async def tidy(self, folder: str, keep: Collection[str]) -> int:
+        prefix = self.object_key(folder, "")
+        prefix = prefix if prefix.endswith("/") else prefix + "/"
+        wanted = {prefix + name for name in (*keep, SUCCESS_NAME)}
+        removed = 0
+        for key in await self.object_keys(prefix):
+            if key not in wanted and "/" not in key[len(prefix):]:
+                await self.delete(key)
+                removed += 1
+        removed += await self.abort_uploads(prefix, keep={self.url_of(k) for k in wanted})
+        return removed
 
     async def write_success(self, folder: str, manifest: dict[str, Any]) -> None:
         body = manifest_bytes(manifest)

@@ -246,6 +246,22 @@ class S3Bucket:
             raise self._error(exc, f"HeadObject {self.url_of(key)}") from None
         return int(resp["ContentLength"])
 
+    async def object_keys(self, prefix: str) -> list[str]:
+        """The keys of the objects under ``prefix``."""
+        c = await self.client()
+        found: list[str] = []
+        try:
+            async for page in c.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix):
+                found += [o["Key"] for o in page.get("Contents") or []]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, f"ListObjectsV2 {self.url_of(prefix)}") from None
+        return found
+
+    async def delete(self, key: str) -> None:
+        await self._call(f"DeleteObject {self.url_of(key)}", (await self.client()).delete_object,
+                         Bucket=self.bucket, Key=key)
+
     async def _uploads(self, prefix: str) -> list[tuple[str, str]]:
         """(key, upload id) of the incomplete multipart uploads under ``prefix``."""
         c = await self.client()

@@ -64,6 +64,11 @@ class S3PartSink:
         self._parts: list[dict[str, Any]] = []
         self._sealed = False  # finish() succeeded: every byte is sent, none is visible yet
         self.offset = 0
+        self.validator: str | None = None  # in memory: a restart starts a part at byte 0
+        self.total: int | None = None
+
+    async def remember(self, validator: str | None, total: int | None) -> None:
+        self.validator, self.total = validator, total
 
     async def open(self) -> S3PartSink:
         """Abort what an earlier run left of this part: its hash state died with that run."""

@@ -13,6 +13,7 @@ from downloader.core.policy import (
     classify_api,
     classify_download,
     parse_retry_after,
+    poll_delay,
 )
 
 # --- /v2/insights answers ----------------------------------------------------------------------
@@ -22,7 +23,7 @@ from downloader.core.policy import (
     ("http_status", "status", "error_msg", "action"),
     [
         pytest.param(200, "FINISHED", "", Action.DOWNLOAD, id="finished"),
-        pytest.param(200, "RUNNING", "", Action.WAIT, id="running"),
+        pytest.param(200, "RUNNING", "", Action.POLL, id="running"),
         pytest.param(200, "NOT_EXISTS", "", Action.WAIT, id="not-exists"),
         pytest.param(200, "ERROR", "export job crashed", Action.RETRY, id="error-ordinary"),
         pytest.param(200, "ERROR", "", Action.RETRY, id="error-without-message"),
@@ -97,9 +98,9 @@ def test_credentials_stop_names_the_config_keys(http_status: int) -> None:
         pytest.param(504, False, False, Action.RETRY, id="504"),
         pytest.param(429, False, False, Action.RETRY, id="429"),
         pytest.param(408, False, False, Action.RETRY, id="408"),
-        pytest.param(200, True, False, Action.REFRESH, id="broken-body"),
-        pytest.param(206, True, False, Action.REFRESH, id="broken-range-body"),
-        pytest.param(None, False, False, Action.REFRESH, id="no-answer"),
+        pytest.param(200, True, False, Action.RESUME, id="broken-body"),
+        pytest.param(206, True, False, Action.RESUME, id="broken-range-body"),
+        pytest.param(None, False, False, Action.RESUME, id="no-answer"),
         pytest.param(200, False, True, Action.REFETCH, id="corrupt"),
         pytest.param(200, True, True, Action.REFETCH, id="corrupt-wins-over-broken"),
         pytest.param(416, False, False, Action.REFRESH, id="416-unexpected"),
@@ -212,3 +213,21 @@ def test_backoff_with_the_module_random() -> None:
     for attempt in range(8):
         base = min(60.0, 1.0 * 2 ** attempt)
         assert base / 2 <= backoff(attempt, 1.0, 60.0) <= base
+
+
+@pytest.mark.parametrize(
+    ("polls", "first", "cap", "low", "high"),
+    [
+        pytest.param(1, 15.0, 300.0, 15.0, 30.0, id="first-repoll-15-to-30s"),
+        pytest.param(2, 15.0, 300.0, 30.0, 60.0, id="doubles"),
+        pytest.param(6, 15.0, 300.0, 270.0, 300.0, id="capped"),
+        pytest.param(50, 15.0, 300.0, 270.0, 300.0, id="capped-far-out"),
+        pytest.param(1, 1.0, 10.0, 1.0, 2.0, id="jobs-first-about-1s"),
+        pytest.param(9, 1.0, 10.0, 9.0, 10.0, id="jobs-capped-10s"),
+        pytest.param(1, 15.0, 0.1, 0.09, 0.1, id="cap-below-first"),
+    ],
+)
+def test_poll_delay(polls: int, first: float, cap: float, low: float, high: float) -> None:
+    rng = random.Random(polls)
+    for _ in range(50):
+        assert low <= poll_delay(polls, first, cap, rng) <= high

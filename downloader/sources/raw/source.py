@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from downloader.config.model import Config
+from downloader.core.constants import RUNNING_POLL_FIRST_SECONDS
 from downloader.core.model import DoneSet, PartitionKey
 from downloader.core.partitions import DAY, HOUR, Period, floor_day, floor_hour, next_due
 from downloader.engine.source import Answer, FileSpec, Job, Plan
@@ -17,10 +18,16 @@ from downloader.sources.raw.plan import plan_jobs
 
 class RawSource:
     name = SOURCE
+    root = "ai="  # every folder starts ai=<project>/...
+    poll_first_seconds = RUNNING_POLL_FIRST_SECONDS
 
     def __init__(self, cfg: Config, client: InsightsClient | None) -> None:
         self.cfg = cfg
         self.client = client  # None: planning only (status, plan)
+
+    @property
+    def poll_max_seconds(self) -> float:
+        return self.cfg.running_poll_max_seconds
 
     def plan(self, first_hour: datetime, last_hour: datetime, now: datetime,
              done: DoneSet) -> Plan:
@@ -53,7 +60,10 @@ class RawSource:
             "period_end": period.end.isoformat(),
         }
 
-    async def ask(self, job: Job, keys: Sequence[PartitionKey]) -> Answer:
+    async def download_headers(self, stale: bool) -> Mapping[str, str]:
+        return {}  # the links are signed and need no header (API §2.5)
+
+    async def ask(self, job: Job, keys: Sequence[PartitionKey], job_ref: str | None) -> Answer:
         assert self.client is not None
         parsed = [parse_key(k) for k in keys]
         ai, _, period = parsed[0]

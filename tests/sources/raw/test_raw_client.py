@@ -95,7 +95,7 @@ async def test_headers_expire_and_finished() -> None:
 
 
 @pytest.mark.parametrize(("mock", "action"), [
-    ({"payload": {"status": "RUNNING"}}, Action.WAIT),
+    ({"payload": {"status": "RUNNING"}}, Action.POLL),
     ({"payload": {"status": "NOT_EXISTS"}}, Action.WAIT),
     ({"payload": {"status": "ERROR", "errorMsg": "下载出错，请您稍后重试"}}, Action.RETRY),
     ({"body": "<html>oops</html>"}, Action.RETRY),
