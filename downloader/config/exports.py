@@ -145,7 +145,7 @@ def cdp(reader: Reader) -> CdpConfig:
     block = reader.section("cdp")
     base_url = block.string("base_url", required=True)
     check_url(block, "base_url", base_url, ("http", "https"))
-    api_key = block.string("api_key", required=True)
+    api_key = block.secret("api_key", required=True)
     charset = block.string("charset")
     exports = tuple(_cdp_export(block, i, item)
                     for i, item in enumerate(_list_of_mappings(block, "exports")))

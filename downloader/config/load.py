@@ -72,8 +72,8 @@ def _api(top: Reader, required: bool) -> ApiConfig | None:
     check_url(api_r, "base_url", base_url, ("http", "https"))
     api = ApiConfig(
         base_url=base_url.rstrip("/"),
-        token=api_r.string("token", required=True),
-        client_id=api_r.string("client_id") or None,
+        token=api_r.secret("token", required=True),
+        client_id=api_r.secret("client_id") or None,
         rate_limit_per_second=api_r.number("rate_limit_per_second",
                                            DEFAULT_RATE_LIMIT_PER_SECOND, 0.01, 100),
         link_expire_minutes=api_r.number("link_expire_minutes", DEFAULT_LINK_EXPIRE_MINUTES, 1,

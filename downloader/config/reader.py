@@ -81,6 +81,17 @@ class Reader:
             self.fail(self.key(unknown[0]), "unknown key")
 
 
+    def secret(self, name: str, required: bool = False) -> Any:
+        """A token or key: it goes into an HTTP header, so surrounding whitespace or a control
+        character (a Kubernetes secret made from a file keeps its trailing newline) is a
+        mistake, said without showing the value."""
+        value = self.string(name, required=required)
+        if value is not None and (value != value.strip() or
+                                  any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)):
+            self.fail(self.key(name), "contains whitespace at an end or a control character "
+                      "(a trailing newline from a file?): remove it")
+        return value
+
     def id_list(self, name: str, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
         """A list of ids (a single id is accepted as a list of one); duplicates dropped."""
         value = self.raw(name)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import random
+import socket
+import ssl
 from dataclasses import dataclass
 from enum import Enum
 
@@ -32,6 +34,9 @@ class Decision:
     action: Action
     reason: str
     retry_after: float | None = None
+    # No answer at all: the host could not be reached (refused, DNS, TLS, connect timeout). A
+    # backfill that never got an answer from that host stops after a few quick tries.
+    unreachable: bool = False
 
 
 # Answers of /v2/insights with HTTP 200, by "status" (API §2.4).
@@ -75,6 +80,31 @@ def classify_api(http_status: int | None, status: str | None = None, error_msg: 
     if http_status == 408:
         return Decision(Action.RETRY, "API request timeout (HTTP 408)", retry_after)
     return Decision(Action.FAIL, f"API answered HTTP {http_status}")
+
+
+def unreachable(base_url: str, exc: BaseException) -> Decision:
+    """No answer from an API host: one line naming the host and the cause."""
+    return Decision(Action.RETRY, f"cannot reach {base_url}: {connection_cause(exc)}",
+                    unreachable=True)
+
+
+def connection_cause(exc: BaseException) -> str:
+    """What went wrong with a connection, in words a person can act on."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:  # look through the causes
+        seen.add(id(cur))
+        name = type(cur).__name__
+        if "DNS" in name or isinstance(cur, socket.gaierror):
+            return "DNS lookup failed"
+        if "SSL" in name or "Certificate" in name or isinstance(cur, ssl.SSLError):
+            return "TLS handshake failed"
+        if isinstance(cur, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cur, TimeoutError) or "Timeout" in name:
+            return "timed out"
+        cur = cur.__cause__ or cur.__context__ or getattr(cur, "os_error", None)
+    return type(exc).__name__
 
 
 def classify_download(http_status: int | None, broken: bool = False, corrupt: bool = False,

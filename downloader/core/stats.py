@@ -25,6 +25,8 @@ class Stats:
     link_refreshes: int = 0
     retries: int = 0
     api_calls: Counter[str] = field(default_factory=Counter)
+    # Why the last API call got no answer (cleared by the next answer): /readyz says it.
+    api_problem: str | None = None
 
     def api_call(self, http_status: int | None, status: str | None) -> None:
         self.api_calls[status or (str(http_status) if http_status else "no_answer")] += 1

@@ -48,6 +48,18 @@ class PartitionRow:
     updated_at: str
 
 
+def explain(path: Path, exc: sqlite3.Error) -> str:
+    """One line for a SQLite failure, with what to do about it."""
+    text = str(exc)
+    if "full" in text:
+        return f"checkpoint {path}: no space left on device ({text}); free space, then run again"
+    if "malformed" in text or "not a database" in text or "gio-downloader checkpoint" in text:
+        return (f"checkpoint {path}: unreadable ({text}); move the file away and run "
+                "'gio-downloader checkpoint rebuild -c CONFIG' to rebuild it from the "
+                "_SUCCESS manifests")
+    return f"checkpoint {path}: {text}"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -75,9 +87,9 @@ class Checkpoint:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._check_version(writable=True)
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             self._release_lock()
-            raise CheckpointError(f"checkpoint {path}: {exc}") from None
+            raise CheckpointError(explain(path, exc)) from None
         except OSError as exc:
             self._release_lock()
             raise CheckpointError(f"checkpoint {path}: {exc.strerror or exc}") from None
@@ -99,9 +111,17 @@ class Checkpoint:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
-            raise CheckpointError(f"checkpoint {self.path} is in use by another "
-                                  "gio-downloader process") from None
+            try:
+                holder = os.read(fd, 32).decode(errors="replace").strip()
+            finally:
+                os.close(fd)
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise CheckpointError(f"checkpoint {self.path} is in use by another gio-downloader "
+                                  f"process{pid}; lock {lock_path}") from None
+        # The lock is the flock, held for the process's life and gone with it (kill -9
+        # included); the pid in the file only says who holds it.
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
 
     def _release_lock(self) -> None:
@@ -126,26 +146,34 @@ class Checkpoint:
 
     # --- parts -------------------------------------------------------------------------------
 
+    def _do(self, sql: str, args: Any = ()) -> list[Any]:
+        """Run one statement; any SQLite failure (a full disk, a corrupt file) becomes one
+        line naming the file, never a traceback."""
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise CheckpointError(explain(self.path, exc)) from None
+
     def part_done(self, key: PartitionKey, part: StoredPart) -> None:
-        self._db.execute(
+        self._do(
             "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (*key, part.index, part.name, part.size, part.sha256, _now()))
 
     def parts(self, key: PartitionKey) -> dict[int, StoredPart]:
-        rows = self._db.execute(f"SELECT idx, name, bytes, sha256 FROM parts WHERE {_KEY}", key)
+        rows = self._do(f"SELECT idx, name, bytes, sha256 FROM parts WHERE {_KEY}", key)
         return {i: StoredPart(i, n, h, name) for i, name, n, h in rows}
 
     def forget_parts(self, key: PartitionKey) -> None:
-        self._db.execute(f"DELETE FROM parts WHERE {_KEY}", key)
+        self._do(f"DELETE FROM parts WHERE {_KEY}", key)
 
     def forget_part(self, key: PartitionKey, index: int) -> None:
         """A recorded part whose publication failed: it is fetched again."""
-        self._db.execute(f"DELETE FROM parts WHERE {_KEY} AND idx=?", (*key, index))
+        self._do(f"DELETE FROM parts WHERE {_KEY} AND idx=?", (*key, index))
 
     def unsealed_parts(self) -> list[tuple[PartitionKey, StoredPart]]:
         """The recorded parts of partitions not done yet: the ones a restart may still have to
         publish (their bytes are stored, maybe not yet under the final name)."""
-        rows = self._db.execute(
+        rows = self._do(
             "SELECT p.source, p.item, p.partition, p.idx, p.name, p.bytes, p.sha256 FROM parts p "
             "JOIN partitions q USING (source, item, partition) WHERE q.state != 'done'")
         return [(PartitionKey(s, i, p), StoredPart(idx, n, h, name))
@@ -157,7 +185,7 @@ class Checkpoint:
         cols = ["state", "updated_at", *fields]
         vals = [state, _now(), *fields.values()]
         sets = ", ".join(f"{c}=excluded.{c}" for c in cols)
-        self._db.execute(
+        self._do(
             f"INSERT INTO partitions (source, item, partition, {', '.join(cols)}) "
             f"VALUES (?, ?, ?, {', '.join('?' * len(cols))}) "
             f"ON CONFLICT (source, item, partition) DO UPDATE SET {sets}",
@@ -182,20 +210,30 @@ class Checkpoint:
         self._upsert(key, "failed", last_error=error, attempts=attempts)
 
     def get(self, key: PartitionKey) -> PartitionRow | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM partitions WHERE {_KEY}",
-                               key).fetchone()
-        return _row(row) if row else None
+        rows = self._do(f"SELECT {_COLUMNS} FROM partitions WHERE {_KEY}", key)
+        return _row(rows[0]) if rows else None
 
     def rows(self, state: str | None = None) -> Iterator[PartitionRow]:
         where, args = ("WHERE state = ?", (state,)) if state else ("", ())
-        for row in self._db.execute(f"SELECT {_COLUMNS} FROM partitions {where} "
-                                    "ORDER BY source, partition, item", args):
+        for row in self._do(f"SELECT {_COLUMNS} FROM partitions {where} "
+                            "ORDER BY source, partition, item", args):
             yield _row(row)
+
+    def prune(self, before: datetime) -> int:
+        """Forget partitions last touched before ``before`` (out of every window the planner
+        looks at): the checkpoint stays as small as the retention window. Returns how many."""
+        cutoff = before.astimezone(UTC).isoformat(timespec="seconds")
+        gone = self._do("SELECT count(*) FROM partitions WHERE updated_at < ?", (cutoff,))[0][0]
+        if gone:
+            self._do("DELETE FROM parts WHERE (source, item, partition) IN (SELECT source, item, "
+                     "partition FROM partitions WHERE updated_at < ?)", (cutoff,))
+            self._do("DELETE FROM partitions WHERE updated_at < ?", (cutoff,))
+        return int(gone)
 
     def done_set(self) -> DoneSet:
         """Every done partition, for planning: one row per source and item with its partitions
         joined by SQLite, so hundreds of thousands of partitions load in a blink."""
-        rows = self._db.execute(
+        rows = self._do(
             "SELECT source, item, group_concat(partition, char(31)) FROM partitions "
             "WHERE state = 'done' GROUP BY source, item")
         return DoneSet({(source, item): frozenset(parts.split("\x1f"))

@@ -21,7 +21,7 @@ from downloader.config.model import Config
 from downloader.core.model import PartitionKey, StoredPart
 from downloader.core.policy import Action, Decision, backoff, poll_delay
 from downloader.core.stats import Stats
-from downloader.engine.checkpoint import Checkpoint
+from downloader.engine.checkpoint import Checkpoint, CheckpointError
 from downloader.engine.links import LinksChanged, LinkSet
 from downloader.engine.source import Answer, Job, Source
 from downloader.engine.transfer import PartFailed, Stopping, StopRun, Transfer
@@ -35,6 +35,8 @@ LATE_NOT_READY_POLLS = 3
 MAX_RESUBMIT_BACKOFF_SECONDS = 30.0
 # Polls of a job rebuilt to refresh its links before that refresh counts as failed.
 MAX_REFRESH_POLLS = 120
+# A backfill whose API host never answered gives up after this many quick retries (~14 s).
+UNREACHABLE_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Worker:
         # How long a backfill waits for an export that is being built (None: the daemon,
         # which never gives up on one inside the retention window).
         self.running_wait = running_wait
+        self.answered: set[str] = set()  # sources whose API has answered in this run
         self.sources = sources
         self.storage = storage
         self.checkpoint = checkpoint
@@ -99,7 +102,7 @@ class Worker:
     async def run(self, job: Job, state: JobState) -> Outcome:
         try:
             return await self._run(job, state)
-        except StorageError as exc:  # disk full, permission denied, bucket gone: stop
+        except (StorageError, CheckpointError) as exc:  # disk full, permission denied, ...
             raise StopRun(str(exc)) from None
 
     async def _run(self, job: Job, state: JobState) -> Outcome:
@@ -113,6 +116,9 @@ class Worker:
         answer = await source.ask(job, keys, job_ref)
         state.polls += 1
         decision = answer.decision
+        if not decision.unreachable:
+            self.answered.add(source.name)
+            self.stats.api_problem = None
         if answer.job_ref != job_ref:
             for key in keys:
                 self.checkpoint.submitted(key, answer.job_ref)
@@ -158,6 +164,18 @@ class Worker:
                 if state.late_polls >= LATE_NOT_READY_POLLS:
                     return Outcome("failed", decision.reason, failed_keys=tuple(keys))
             return Outcome("retry", decision.reason, self._backoff(state.polls - 1))
+        if decision.action is Action.RETRY and decision.unreachable:
+            state.attempts += 1
+            self.stats.api_problem = decision.reason
+            log.warning("API not reachable", job=str(job), reason=decision.reason,
+                        attempt=state.attempts)
+            if self.running_wait is not None and source.name not in self.answered:
+                # A backfill that never got an answer from this host: a few quick tries, then
+                # one line (the daemon keeps trying, with backoff, and says so in /readyz).
+                if state.attempts > UNREACHABLE_TRIES:
+                    raise StopRun(f"{decision.reason} (check the base_url in the config and "
+                                  "the network)")
+                return Outcome("retry", decision.reason, 2.0 ** state.attempts)
         if decision.action is Action.RETRY:
             state.attempts += 1
             self.stats.retries += 1

@@ -20,7 +20,7 @@ from downloader.core.constants import READ_BUFFER_BYTES
 from downloader.core.model import DoneSet, PartitionKey
 from downloader.core.ratelimit import RateBudgets
 from downloader.core.stats import Stats
-from downloader.engine.checkpoint import Checkpoint
+from downloader.engine.checkpoint import Checkpoint, CheckpointError
 from downloader.engine.jobs import JobState, Outcome, Worker
 from downloader.engine.scheduler import DelayQueue, jobs_in_order, plan_all
 from downloader.engine.source import Job, Source
@@ -70,6 +70,9 @@ class Wiring:
     stats: Stats
 
 
+# Partitions last touched this long before the retention window are forgotten at start.
+PRUNE_MARGIN = timedelta(days=1)
+
 # Builds the configured sources; the service layer supplies it (the engine knows no source).
 SourceFactory = Callable[[Wiring], list[Source]]
 
@@ -114,10 +117,7 @@ class Runner:
             budgets = RateBudgets(self.cfg.rate_limit_per_second)
             wiring = Wiring(self.cfg, self.session, budgets, self.stats)
             self.sources = {s.name: s for s in self.make_sources(wiring)}
-            await self.storage.sweep({
-                self.storage.location(self.sources[k.source].folder(k), part.name)
-                for k, part in self.checkpoint.unsealed_parts() if k.source in self.sources},
-                roots={s.root for s in self.sources.values()})
+            await self._tidy_start()
         except BaseException:
             with anyio.CancelScope(shield=True):
                 if self.session is not None:
@@ -130,6 +130,23 @@ class Runner:
                              self.checkpoint, self.stats, self.clock, self.stopping,
                              self.running_wait)
         return self
+
+    async def _tidy_start(self) -> None:
+        """Before any download: forget partitions older than every window (the checkpoint
+        stays bounded), then remove what earlier runs left half-written, but the parts of
+        pending partitions, which are resumed or published."""
+        assert self.checkpoint is not None and self.storage is not None
+        horizon = self.clock() - self.cfg.lags.retention - PRUNE_MARGIN
+        pruned = self.checkpoint.prune(horizon)
+        if pruned:
+            log.info("forgot partitions older than the retention window", partitions=pruned)
+        known = self.sources
+        keep = {self.storage.location(known[k.source].folder(k), part.name)
+                for k, part in self.checkpoint.unsealed_parts() if k.source in known}
+        resumable = {known[r.key.source].folder(r.key) for state in ("pending", "failed")
+                     for r in self.checkpoint.rows(state) if r.key.source in known}
+        await self.storage.sweep(keep, roots={s.root for s in known.values()},
+                                 resumable=resumable)
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -213,9 +230,9 @@ class Runner:
             try:
                 outcome = await self.worker.run(job, self.states.setdefault(job, JobState()))
                 self._record(job, outcome)
-            except StopRun as exc:
+            except (StopRun, CheckpointError) as exc:
                 self.summary.fatal = str(exc)
-                self.summary.fatal_is_config = exc.config_error
+                self.summary.fatal_is_config = isinstance(exc, StopRun) and exc.config_error
                 self.stopping.set()
                 self.queue.put(job)
             finally:

@@ -36,7 +36,7 @@ from downloader.core.policy import (
     parse_retry_after,
 )
 from downloader.core.stats import Stats
-from downloader.engine.checkpoint import Checkpoint
+from downloader.engine.checkpoint import Checkpoint, CheckpointError
 from downloader.engine.links import LinkSet
 from downloader.engine.source import FileSpec, Source
 from downloader.storage.base import PartSink, Storage, StorageError
@@ -144,7 +144,7 @@ class Transfer:
                     sink = await self._open(source, key, index, spec)
                     return await self._inline(key, index, spec, sink)
             return await self._download(source, key, index, links)
-        except StorageError as exc:
+        except (StorageError, CheckpointError) as exc:
             raise StopRun(str(exc)) from None
         finally:
             if sink is not None:

@@ -12,7 +12,6 @@ import signal
 import time
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import structlog
@@ -38,6 +37,8 @@ RESCAN_SECONDS = 60.0
 HEARTBEAT_SECONDS = 1.0
 # /healthz and the systemd watchdog call the daemon wedged after this long without a heartbeat.
 STALE_HEARTBEAT_SECONDS = 30.0
+# /readyz checks the storage at most this often (an S3 check writes and deletes a probe object).
+STORAGE_CHECK_SECONDS = 60.0
 # Settings a reload cannot change in a running process.
 _RESTART_ONLY = ("api", "storage", "checkpoint", "downloads", "partitions", "health_listen",
                  "log_format", "shutdown_grace_seconds")
@@ -52,7 +53,7 @@ class Daemon:
         self.wake = asyncio.Event()
         self.last_beat = time.monotonic()
         self._signals = 0
-        self._api_probe: tuple[float, bool, str] | None = None
+        self._storage_check: tuple[float, bool, str] | None = None
 
     # --- HealthSource --------------------------------------------------------------------------
 
@@ -67,32 +68,21 @@ class Daemon:
         return time.monotonic() - self.last_beat
 
     async def readiness(self) -> list[tuple[str, bool, str]]:
+        """Config, storage (checked at most every STORAGE_CHECK_SECONDS: an S3 check writes a
+        probe object) and the APIs as the downloads see them: no extra call, no probe."""
         checks: list[tuple[str, bool, str]] = [("config", True, f"loaded from {self.cfg.path}")]
-        try:
-            assert self.runner.storage is not None
-            await self.runner.storage.check()
-            checks.append(("storage", True, "writable"))
-        except Exception as exc:  # any failure means not ready; the detail says which
-            checks.append(("storage", False, str(exc)))
-        if self.cfg.api is not None and self.cfg.projects:
-            checks.append(("api", *await self._api_reachable(self.cfg.api.base_url)))
-        return checks
-
-    async def _api_reachable(self, base_url: str) -> tuple[bool, str]:
-        """A TCP connection to the API host (cached for 30 s): it costs no API call."""
         now = time.monotonic()
-        if self._api_probe and now - self._api_probe[0] < 30:
-            return self._api_probe[1], self._api_probe[2]
-        url = urlsplit(base_url)
-        port = url.port or (443 if url.scheme == "https" else 80)
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, port), 5)
-            writer.close()
-            result = (True, f"{url.hostname}:{port} reachable")
-        except (OSError, TimeoutError) as exc:
-            result = (False, f"{url.hostname}:{port} unreachable: {exc.__class__.__name__}")
-        self._api_probe = (now, *result)
-        return result
+        if self._storage_check is None or now - self._storage_check[0] >= STORAGE_CHECK_SECONDS:
+            try:
+                assert self.runner.storage is not None
+                await self.runner.storage.check()
+                self._storage_check = (now, True, "writable")
+            except Exception as exc:  # any failure means not ready; the detail says which
+                self._storage_check = (now, False, str(exc))
+        checks.append(("storage", *self._storage_check[1:]))
+        problem = self.runner.stats.api_problem
+        checks.append(("api", problem is None, problem or "answering (or not asked yet)"))
+        return checks
 
     # --- loops ---------------------------------------------------------------------------------
 

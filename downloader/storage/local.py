@@ -16,10 +16,17 @@ from typing import Any, BinaryIO
 
 import aiofiles
 import aiofiles.os
+import structlog
 
 from downloader.config.load import check_writable
 from downloader.config.model import ConfigError
-from downloader.core.constants import IO_BLOCK_BYTES, SUCCESS_NAME, WRITEBACK_BYTES
+from downloader.core.constants import (
+    IO_BLOCK_BYTES,
+    SUCCESS_NAME,
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    WRITEBACK_BYTES,
+)
 from downloader.core.integrity import CorruptPart, GzipVerifier
 from downloader.core.model import StoredPart
 from downloader.storage.base import (
@@ -29,6 +36,8 @@ from downloader.storage.base import (
     temp_name,
     validator_name,
 )
+
+log = structlog.get_logger("gio.storage")
 
 
 def _load_sync_file_range() -> Any:
@@ -236,7 +245,10 @@ class LocalPartSink:
             pass
         if self._file is not None:
             f, self._file = self._file, None
-            await self._run(f.close)
+            try:
+                await self._run(f.close)
+            except OSError:
+                pass  # e.g. a full disk while flushing: the bytes were not counted as stored
 
 
 class LocalStorage:
@@ -257,8 +269,36 @@ class LocalStorage:
         except ConfigError as exc:
             raise StorageError(str(exc)) from None
 
-    async def sweep(self, keep: Collection[str], roots: Collection[str]) -> None:
-        """Nothing to remove: a part's temporary file is resumed from, not thrown away."""
+    def _sweep(self, keep: Collection[str], roots: Collection[str],
+               resumable: Collection[str]) -> int:
+        resume = {self.root / f for f in resumable}
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for top in self.root.iterdir():
+            if not top.is_dir() or not any(top.name.startswith(r.rstrip("/")) for r in roots):
+                continue
+            for temp in top.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}*"):
+                final = temp.parent / temp.name[len(TEMP_PREFIX):].split(TEMP_SUFFIX)[0]
+                if temp.parent in resume or str(final) in keep:
+                    continue
+                temp.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    async def sweep(self, keep: Collection[str], roots: Collection[str],
+                    resumable: Collection[str] = ()) -> int:
+        """Temporary files of partitions the checkpoint no longer has pending (done since,
+        pruned out of the retention window, or never recorded) are removed; those of pending
+        partitions stay, to be resumed."""
+        try:
+            removed: int = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._sweep, keep, roots, resumable)
+        except OSError as exc:
+            raise _permanent(exc) from None
+        if removed:
+            log.info("removed left-over temporary files", files=removed, storage=str(self.root))
+        return removed
 
     async def open_part(self, folder: str, name: str, index: int,
                         verify_gzip: bool) -> PartSink:
@@ -275,8 +315,11 @@ class LocalStorage:
         if await aiofiles.os.path.isfile(temp) and (await aiofiles.os.stat(temp)).st_size \
                 == part.size:
             # The crash came between the checkpoint row and the rename: finish the rename.
-            await aiofiles.os.replace(temp, final)
-            await asyncio.get_running_loop().run_in_executor(self._pool, _fsync_dir, path)
+            try:
+                await aiofiles.os.replace(temp, final)
+                await asyncio.get_running_loop().run_in_executor(self._pool, _fsync_dir, path)
+            except OSError as exc:
+                raise _permanent(exc) from None
             return True
         return False
 

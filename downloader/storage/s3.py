@@ -52,7 +52,8 @@ class S3Storage(S3Bucket):
 
     # --- the Storage interface (check() is S3Bucket's) ---------------------------------------
 
-    async def sweep(self, keep: Collection[str], roots: Collection[str]) -> None:
+    async def sweep(self, keep: Collection[str], roots: Collection[str],
+                    resumable: Collection[str] = ()) -> int:
         """Abort what earlier runs left uploading under ``<prefix>/<root>`` for each of the
         sources' layout roots (so none is left to cost money), but the uploads of parts the
         checkpoint has recorded. Nothing outside those roots is touched."""
@@ -62,6 +63,7 @@ class S3Storage(S3Bucket):
             aborted += await self.abort_uploads(prefix, keep=keep)
         log.info("storage ready", storage=self.display, endpoint=self.endpoint_display,
                  upload_checksum=self.checksum, aborted_incomplete_uploads=aborted)
+        return aborted
 
     async def open_part(self, folder: str, name: str, index: int,
                         verify_gzip: bool) -> PartSink:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,7 +46,8 @@ CHECK_ATTEMPTS = 2
 CONNECT_TIMEOUT_SECONDS = 10
 READ_TIMEOUT_SECONDS = 120
 # The start-up write probe; the leading "." keeps readers (Spark, Hive, DuckDB) off it.
-WRITE_PROBE_PREFIX = ".gio-write-probe-"
+# One fixed key, overwritten by every check: a policy that forbids DeleteObject leaves one.
+WRITE_PROBE_NAME = ".gio-write-probe"
 
 _DENIED = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled",
                      "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccountProblem"})
@@ -120,6 +120,7 @@ class S3Bucket:
         self.endpoint_display = _without_userinfo(self.endpoint) if self.endpoint else None
         self.region = cfg.region
         self._connections = connections
+        self._checked = False  # the first check() passed
         # The upload checksum: Content-MD5 unless the first check() finds that the server
         # verifies CRC32. Chosen once, so the readiness checks that follow cannot change it
         # under an upload in flight (whose pieces and completion must agree).
@@ -321,10 +322,17 @@ class S3Bucket:
         checksum the server verifies, on the first call). One clear line (StorageError)
         otherwise. It touches no part's upload: the daemon's readiness check calls it while
         parts are uploading."""
+        if self._checked:  # later checks (the daemon's readiness) use the one client
+            c = await self.client()
+            await self._check_bucket(c)
+            await self._probe_write(c)
+            return
         async with contextlib.AsyncExitStack() as stack:
+            # The first check retries little, so that a wrong endpoint is said within seconds.
             quick = await self._new_client(stack, CHECK_ATTEMPTS)
             await self._check_bucket(quick)
             await self._probe_write(quick)
+        self._checked = True
 
     async def _check_bucket(self, c: Any) -> None:
         try:
@@ -350,7 +358,7 @@ class S3Bucket:
 
     async def _probe_write(self, c: Any) -> None:
         """We may write under the prefix; and which upload checksum the server verifies."""
-        key = "/".join(p for p in (self.prefix, f"{WRITE_PROBE_PREFIX}{uuid.uuid4().hex}") if p)
+        key = "/".join(p for p in (self.prefix, WRITE_PROBE_NAME) if p)
         body = b"gio-downloader write probe\n"
         await self._call(f"PutObject {self.url_of(key)}", c.put_object, Bucket=self.bucket,
                          Key=key, Body=body, **Checksum.of(MD5, body).request_args())

@@ -47,10 +47,44 @@ def test_paths_single_and_all_types() -> None:
 
 def test_parse_all_types_keeps_only_wanted_types_in_order() -> None:
     body = {"status": "FINISHED", "exportDate": "2026112210", "errorMsg": "",
-            "downloadLinks": {"visit": ["v0"], "page": ["p0", "p1"], "action": ["x"]}}
+            "downloadLinks": {"visit": ["v0"], "page": ["p0", "p1"], "action": ["x"],
+                              "custom_event": []}}
     got = parse_insights(body, Job("ai1", HOUR, ("visit", "page", "custom_event")))
+    # An explicit empty list is a real empty hour.
     assert got.links == {"visit": ("v0",), "page": ("p0", "p1"), "custom_event": ()}
     assert got.export_date == "2026112210"
+
+
+TWO_TYPES = ("visit", "page")
+
+
+@pytest.mark.parametrize(("links", "types", "error"), [
+    pytest.param(None, TWO_TYPES, "without downloadLinks", id="all-types-key-missing"),
+    pytest.param(None, ("page",), "without downloadLinks", id="single-type-key-missing"),
+    pytest.param({"downloadLinks": None}, ("page",), "NoneType", id="null"),
+    pytest.param({"downloadLinks": "https://x/p0"}, ("page",), "str", id="a-string"),
+    pytest.param({"downloadLinks": {"visit": ["v0"]}}, TWO_TYPES, "lacks downloadLinks[page]",
+                 id="all-types-lacks-a-requested-type"),
+    pytest.param({"downloadLinks": {"visit": ["v0"], "page": "p0"}}, TWO_TYPES,
+                 "downloadLinks[page] is not a list", id="type-value-not-a-list"),
+    pytest.param({"downloadLinks": {"visit": [1], "page": []}}, TWO_TYPES,
+                 "downloadLinks[visit] is not a list", id="links-not-strings"),
+    pytest.param({"downloadLinks": ["a"]}, TWO_TYPES, "all-types answer carried a list",
+                 id="all-types-list"),
+    pytest.param({"downloadLinks": {}}, ("page",), "lacks downloadLinks[page]",
+                 id="single-type-empty-object"),
+])
+def test_finished_without_usable_links_is_malformed_never_empty(
+        links: dict[str, object] | None, types: tuple[str, ...], error: str) -> None:
+    body: dict[str, object] = {"status": "FINISHED", "exportDate": "2026112210"}
+    body.update(links or {})
+    with pytest.raises(ValueError, match=re.escape(error)):
+        parse_insights(body, Job("ai1", HOUR, types))
+
+
+def test_explicit_empty_list_of_a_single_type_call_is_an_empty_hour() -> None:
+    got = parse_insights({"status": "FINISHED", "downloadLinks": []}, Job("ai1", HOUR, ("page",)))
+    assert got.links == {"page": ()}
 
 
 def test_parse_resolves_relative_links_and_keeps_absolute_ones() -> None:
