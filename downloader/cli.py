@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("-c", "--config", required=True, help="YAML configuration file")
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
+    cp = sub.add_parser("checkpoint", help="maintain the checkpoint")
+    cp_sub = cp.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    cp_sub.required = True
+    rb = cp_sub.add_parser("rebuild", help="rebuild the checkpoint from the _SUCCESS manifests "
+                                           "in the storage (the old file is moved aside)")
+    rb.add_argument("-c", "--config", required=True, help="YAML configuration file")
+
     sim = sub.add_parser("simulate", help="serve the bundled simulator of the export API")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8080)
@@ -160,6 +167,22 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
     return EXIT_OK
 
 
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from downloader.service.rebuild import rebuild_checkpoint
+    from downloader.service.sources import planning_sources
+
+    cfg = load_config(args.config)
+    preflight(cfg)
+    result = run_async(rebuild_checkpoint(cfg, planning_sources(cfg)))
+    if result.moved_to is not None:
+        print(f"the old checkpoint was moved to {result.moved_to}")
+    print(f"checkpoint {cfg.checkpoint} rebuilt: {result.partitions} complete partitions from "
+          f"{result.manifests} _SUCCESS manifests")
+    for folder in result.ignored:
+        print(f"  ignored (not a manifest this version can read): {folder}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -192,6 +215,8 @@ def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
             return cmd_demo(args, clock)
         if args.command == "status":
             return cmd_status(args, clock)
+        if args.command == "checkpoint":
+            return cmd_checkpoint(args)
         if args.command == "simulate":
             return cmd_simulate(args)
         raise UsageError(f"gio-downloader: unknown command {args.command}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from downloader.config.model import Config
 from downloader.core.model import DoneSet, PartitionKey
@@ -81,6 +81,18 @@ class Plan:
     already_done: int = 0
     # Lines a person should see at the default log level (e.g. past snapshot days skipped).
     notes: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class Rebuildable(Protocol):
+    """A source that can tell a partition from its ``_SUCCESS`` manifest, so that a lost or
+    corrupt checkpoint can be rebuilt from the storage (``checkpoint rebuild``)."""
+
+    def key_of(self, folder: str, manifest: Mapping[str, Any]
+               ) -> tuple[PartitionKey, dict[str, str]] | None:
+        """The key and the ``info`` the manifest was written from; None if not this
+        source's."""
+        ...
 
 
 class Source(Protocol):

@@ -10,8 +10,9 @@ import ctypes.util
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -22,6 +23,7 @@ from downloader.service.progress import report_progress
 from downloader.service.sources import build_sources
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 log = structlog.get_logger("gio.cli")
 
 
@@ -116,11 +118,11 @@ def limit_malloc_arenas() -> None:
         pass
 
 
-def run_async(coro: Any) -> int:
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop where it is installed (the downloader's hot path is the event loop)."""
     limit_malloc_arenas()
     try:
         import uvloop
     except ImportError:
-        return int(asyncio.run(coro))
-    return int(uvloop.run(coro))
+        return asyncio.run(coro)
+    return uvloop.run(coro)

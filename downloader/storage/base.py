@@ -82,6 +82,11 @@ class Storage(Protocol):
 
     async def write_success(self, folder: str, manifest: dict[str, Any]) -> None: ...
 
+    async def manifests(self, root: str) -> list[tuple[str, bytes]]:
+        """Every ``_SUCCESS`` below the layout root ``root``: (its folder, its bytes). For
+        rebuilding a lost checkpoint."""
+        ...
+
     async def close(self) -> None: ...
 
 

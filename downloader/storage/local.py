@@ -346,6 +346,24 @@ class LocalStorage:
             raise _permanent(exc) from None
         return removed
 
+    def _manifests(self, root: str) -> list[tuple[str, bytes]]:
+        found: list[tuple[str, bytes]] = []
+        if not self.root.is_dir():
+            return found
+        for top in sorted(self.root.iterdir()):
+            if top.is_dir() and top.name.startswith(root.rstrip("/")):
+                for path in sorted(top.rglob(SUCCESS_NAME)):
+                    found.append((str(path.parent.relative_to(self.root)), path.read_bytes()))
+        return found
+
+    async def manifests(self, root: str) -> list[tuple[str, bytes]]:
+        try:
+            found: list[tuple[str, bytes]] = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._manifests, root)
+        except OSError as exc:
+            raise _permanent(exc) from None
+        return found
+
     async def write_success(self, folder_name: str, manifest: dict[str, Any]) -> None:
         folder = self.folder(folder_name)
         temp = folder / temp_name(SUCCESS_NAME)

@@ -108,6 +108,14 @@ class S3Storage(S3Bucket):
         removed += await self.abort_uploads(prefix, keep={self.url_of(k) for k in wanted})
         return removed
 
+    async def manifests(self, root: str) -> list[tuple[str, bytes]]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        found: list[tuple[str, bytes]] = []
+        for key in sorted(await self.object_keys(base + root)):
+            if key.endswith("/" + SUCCESS_NAME):
+                found.append((key[len(base):-len(SUCCESS_NAME) - 1], await self.get(key)))
+        return found
+
     async def write_success(self, folder: str, manifest: dict[str, Any]) -> None:
         body = manifest_bytes(manifest)
         await self.put(self.object_key(folder, SUCCESS_NAME), body,

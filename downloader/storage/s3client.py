@@ -259,6 +259,14 @@ class S3Bucket:
             raise self._error(exc, f"ListObjectsV2 {self.url_of(prefix)}") from None
         return found
 
+    async def get(self, key: str) -> bytes:
+        c = await self.client()
+        resp = await self._call(f"GetObject {self.url_of(key)}", c.get_object,
+                                Bucket=self.bucket, Key=key)
+        async with resp["Body"] as body:
+            data: bytes = await body.read()
+        return data
+
     async def delete(self, key: str) -> None:
         await self._call(f"DeleteObject {self.url_of(key)}", (await self.client()).delete_object,
                          Bucket=self.bucket, Key=key)

@@ -174,6 +174,14 @@ def test_backfill_into_s3_is_byte_exact(tmp_path: Path, start_sim, s3_server: S3
     assert again.returncode == 0, again.stderr
     assert len(sim.stats.api_calls) == calls
     assert "6 already done" in again.stderr
+    # The checkpoint lost: rebuilt from the manifests in the bucket, nothing is fetched again.
+    (tmp_path / "state" / "checkpoint.db").unlink()
+    rebuilt = run_cli("checkpoint", "rebuild", "-c", str(cfg))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "6 complete partitions from 6 _SUCCESS manifests" in rebuilt.stdout
+    third = run_cli("backfill", "-c", str(cfg), "--from", first, "--to", last)
+    assert third.returncode == 0, third.stderr
+    assert len(sim.stats.api_calls) == calls and "6 already done" in third.stderr
 
 
 def test_sigkill_mid_upload_then_restart_leaves_no_upload(tmp_path: Path, start_sim,

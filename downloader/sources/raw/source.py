@@ -12,7 +12,14 @@ from downloader.core.model import DoneSet, PartitionKey
 from downloader.core.partitions import DAY, HOUR, Period, floor_day, floor_hour, next_due
 from downloader.engine.source import Answer, FileSpec, Job, Plan
 from downloader.sources.raw.client import InsightsClient
-from downloader.sources.raw.keys import SOURCE, RawJob, parse_key, part_name, partition_dir
+from downloader.sources.raw.keys import (
+    SOURCE,
+    RawJob,
+    parse_key,
+    part_name,
+    partition_dir,
+    raw_key,
+)
 from downloader.sources.raw.plan import plan_jobs
 
 
@@ -48,6 +55,19 @@ class RawSource:
 
     def folder(self, key: PartitionKey) -> str:
         return partition_dir(*parse_key(key))
+
+    def key_of(self, folder: str, manifest: Mapping[str, Any]
+               ) -> tuple[PartitionKey, dict[str, str]] | None:
+        try:
+            export_type = str(manifest["export_type"])
+            start = datetime.fromisoformat(str(manifest["period_start"]))
+            period = Period(start, export_type)
+            key = raw_key(str(manifest["ai"]), str(manifest["data_type"]), period)
+        except (KeyError, ValueError, TypeError):
+            return None
+        if partition_dir(*parse_key(key)) != folder:
+            return None  # a manifest that does not describe its own folder is not trusted
+        return key, {"export_date": str(manifest.get("export_date") or "")}
 
     def manifest(self, key: PartitionKey, info: Mapping[str, str]) -> dict[str, Any]:
         ai, data_type, period = parse_key(key)
