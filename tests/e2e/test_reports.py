@@ -20,6 +20,7 @@ from downloader.sim.stats.app import (
     RunningStatsSimulator,
     StatsFaults,
     StatsSimConfig,
+    StatsSimulator,
     start_stats_simulator,
 )
 from downloader.sources.stats.table import to_csv
@@ -80,21 +81,21 @@ def assert_sealed(path: Path, expected: dict[str, bytes]) -> dict[str, Any]:
     return manifest
 
 
-def assert_windowed(sim: RunningStatsSimulator, root: Path, report: str, ident: str, day: date,
+def assert_windowed(sim: StatsSimulator, root: Path, report: str, ident: str, day: date,
                     interval_ms: int = 86_400_000) -> None:
     kind = {"chart": "charts", "funnel": "funnels", "retention": "retentions",
             "frequency": "frequencies"}[report]
-    body = sim.sim.expected_result(UID, kind, ident, day, interval_ms)
+    body = sim.expected_result(UID, kind, ident, day, interval_ms)
     manifest = assert_sealed(folder(root, report, ident, day),
                              {"response.json": body, "data.csv": to_csv(body)})
     assert manifest["report"] == report and manifest["id"] == ident
 
 
-def assert_users(sim: RunningStatsSimulator, root: Path, report: str, ident: str,
+def assert_users(sim: StatsSimulator, root: Path, report: str, ident: str,
                  parameters: tuple[str, ...] = ()) -> None:
     kind = {"segment_users": "segmentations", "tag_users": "tags"}[report]
-    day = sim.sim.today()
-    parts = sim.sim.expected_user_parts(UID, kind, ident, day, parameters)
+    day = sim.today()
+    parts = sim.expected_user_parts(UID, kind, ident, day, parameters)
     assert_sealed(folder(root, report, ident, day),
                   {f"part-{i:05d}.csv": p for i, p in enumerate(parts)})
 
@@ -120,16 +121,16 @@ def test_reports_only_config_lands_every_kind_byte_exact(tmp_path: Path, start_s
     root = tmp_path / "data"
     for n in range(3):
         day = yesterday - timedelta(days=n)
-        assert_windowed(sim, root, "chart", "YoX28w7R", day, 3_600_000)
-        assert_windowed(sim, root, "chart", "Ch02Ab23", day, 3_600_000)
-        assert_windowed(sim, root, "funnel", "Fn01Ab23", day)
-        assert_windowed(sim, root, "funnel", "Fn02Ab23", day)
-        assert_windowed(sim, root, "retention", "Rt01Ab23", day)
-        assert_windowed(sim, root, "retention", "Rt02Ab23", day)
-        assert_windowed(sim, root, "frequency", "Fq01Ab23", day)
+        assert_windowed(sim.sim, root, "chart", "YoX28w7R", day, 3_600_000)
+        assert_windowed(sim.sim, root, "chart", "Ch02Ab23", day, 3_600_000)
+        assert_windowed(sim.sim, root, "funnel", "Fn01Ab23", day)
+        assert_windowed(sim.sim, root, "funnel", "Fn02Ab23", day)
+        assert_windowed(sim.sim, root, "retention", "Rt01Ab23", day)
+        assert_windowed(sim.sim, root, "retention", "Rt02Ab23", day)
+        assert_windowed(sim.sim, root, "frequency", "Fq01Ab23", day)
     for seg in ("Sg01Ab23", "Sg02Ab23"):
-        assert_users(sim, root, "segment_users", seg, ("user_name", "city"))
-    assert_users(sim, root, "tag_users", "Tg01Ab23", ("user_name", "city"))
+        assert_users(sim.sim, root, "segment_users", seg, ("user_name", "city"))
+    assert_users(sim.sim, root, "tag_users", "Tg01Ab23", ("user_name", "city"))
     assert_sealed(folder(root, "rules", None, sim.sim.today()),
                   {"rules.csv": sim.sim.expected_rules(UID)})
     # Past snapshot days: one line, at the default level, naming them skipped.
@@ -162,7 +163,7 @@ def test_failed_job_is_resubmitted_and_its_message_shown(tmp_path: Path, start_s
     result = run_cli("backfill", "-c", str(cfg), "--days", "1")
     assert result.returncode == 0, result.stderr
     assert "下载出错，请您稍后重试" in result.stdout + result.stderr
-    assert_users(sim, tmp_path / "data", "tag_users", "Tg01Ab23")
+    assert_users(sim.sim, tmp_path / "data", "tag_users", "Tg01Ab23")
 
 
 def test_every_job_failing_exits_1_after_max_job_attempts(tmp_path: Path, start_stats) -> None:
@@ -184,8 +185,8 @@ def test_429_and_5xx_are_retried(tmp_path: Path, start_stats) -> None:
     result = run_cli("backfill", "-c", str(cfg), "--days", "2")
     assert result.returncode == 0, result.stderr
     root = tmp_path / "data"
-    assert_windowed(sim, root, "funnel", "Fn01Ab23", beijing_today() - timedelta(days=1))
-    assert_users(sim, root, "segment_users", "Sg01Ab23")
+    assert_windowed(sim.sim, root, "funnel", "Fn01Ab23", beijing_today() - timedelta(days=1))
+    assert_users(sim.sim, root, "segment_users", "Sg01Ab23")
     reasons = [c.reason for c in sim.sim.stats.calls]
     assert reasons.count("fault_500") == 2 and reasons.count("fault_429") == 2
 
@@ -204,7 +205,7 @@ def test_expired_links_are_asked_for_again(tmp_path: Path, start_stats) -> None:
     cfg = reports_config(tmp_path, sim.url, [{"project_uid": UID, "tags": ["Tg01Ab23"]}])
     result = run_cli("backfill", "-c", str(cfg), "--days", "1")
     assert result.returncode == 0, result.stderr
-    assert_users(sim, tmp_path / "data", "tag_users", "Tg01Ab23")
+    assert_users(sim.sim, tmp_path / "data", "tag_users", "Tg01Ab23")
     outcomes = [d.outcome for d in sim.sim.stats.downloads]
     assert outcomes.count("expired") >= 1 and outcomes.count("ok") == 2
     assert len([c for c in sim.sim.stats.calls if c.reason == "done"]) == 2
@@ -221,7 +222,7 @@ def test_a_missing_item_fails_alone_with_one_line(tmp_path: Path, start_stats) -
     assert len(failed) == 2, result.stderr
     assert any("funnel Fn09Ab23 of project nxog09md" in f and "404" in f for f in failed)
     assert any("dashboard Db09Ab23 of project nxog09md" in f for f in failed)
-    assert_windowed(sim, tmp_path / "data", "funnel", "Fn01Ab23",
+    assert_windowed(sim.sim, tmp_path / "data", "funnel", "Fn01Ab23",
                     beijing_today() - timedelta(days=1))
 
 
