@@ -255,3 +255,14 @@ def test_rate_stays_within_2_a_second(tmp_path: Path, start_stats) -> None:
     stats = sim.sim.stats
     assert not [c for c in stats.calls if c.reason == "rate_limited"]
     assert stats.max_calls_in_any_window() <= 2
+
+
+def test_list_calls_are_retried_before_planning(tmp_path: Path, start_stats) -> None:
+    sim = start_stats(faults=StatsFaults(api_500=1, api_429=1, retry_after_seconds=0.2))
+    cfg = reports_config(tmp_path, sim.url, [{"project_uid": UID, "segments": "all"}])
+    result = run_cli("backfill", "-c", str(cfg), "--days", "1")
+    assert result.returncode == 0, result.stderr
+    for seg in sim.sim.segmentations_of(UID):
+        assert_users(sim.sim, tmp_path / "data", "segment_users", seg)
+    reasons = [c.reason for c in sim.sim.stats.calls]
+    assert reasons[:3] == ["fault_500", "fault_429", "ok"]
