@@ -642,3 +642,42 @@ def test_check_writable_existing_targets_pass(tmp_path: Path) -> None:
     check_writable(tmp_path / "cp.db", "checkpoint", is_dir=False)
     check_writable(tmp_path / "new.db", "checkpoint", is_dir=False)
     assert _listing(tmp_path) == ["cp.db"]
+
+
+# --- reports: (statistics exports) ---------------------------------------------------------------
+
+
+def _only_reports(entry: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    def change(data: dict[str, Any]) -> None:
+        data.pop("projects")
+        data["reports"] = [entry]
+    return change
+
+
+def test_a_config_with_only_reports_is_valid(tmp_path: Path) -> None:
+    cfg = load(tmp_path, _only_reports({
+        "project_uid": "nxog09md", "charts": ["YoX28w7R"], "dashboards": "all",
+        "segments": ["Sg01Ab23"], "user_variables": ["user_name"], "rules": True,
+        "interval": "hour"}))
+    assert cfg.projects == ()
+    (report,) = cfg.reports
+    assert report.charts == ("YoX28w7R",) and report.dashboards is None
+    assert report.segments == ("Sg01Ab23",) and report.rules and report.interval == "hour"
+
+
+@pytest.mark.parametrize(("entry", "needle"), [
+    pytest.param({"project_uid": "nxog09md", "charts": ["short"]}, "charts", id="bad-id"),
+    pytest.param({"project_uid": "nxog09md", "graphs": ["YoX28w7R"]}, "graphs",
+                 id="unknown-report-kind"),
+    pytest.param({"project_uid": "nxog09md", "interval": "week"}, "interval", id="bad-interval"),
+    pytest.param({"project_uid": "nxog09md", "segments": "some"}, "segments",
+                 id="segments-word-not-all"),
+    pytest.param({"project_uid": "nxog09md", "user_variables": ["user name"]},
+                 "user_variables", id="bad-user-variable"),
+    pytest.param({"charts": ["YoX28w7R"]}, "project_uid", id="missing-project-uid"),
+])
+def test_bad_reports_entries_get_one_line(tmp_path: Path, entry: dict[str, Any],
+                                          needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, _only_reports(entry))
+    assert_one_line(info.value, tmp_path / "gio.yaml", needle)

@@ -18,12 +18,13 @@ from downloader import __version__
 from downloader.config.model import Config
 from downloader.core.constants import READ_BUFFER_BYTES
 from downloader.core.model import DoneSet, PartitionKey
+from downloader.core.policy import Action, backoff
 from downloader.core.ratelimit import RateBudgets
 from downloader.core.stats import Stats
 from downloader.engine.checkpoint import Checkpoint, CheckpointError
 from downloader.engine.jobs import JobState, Outcome, Worker
 from downloader.engine.scheduler import DelayQueue, jobs_in_order, plan_all
-from downloader.engine.source import Job, Source
+from downloader.engine.source import Job, Preparing, Source
 from downloader.engine.transfer import StopRun
 from downloader.storage.base import Storage
 from downloader.storage.factory import open_storage
@@ -129,6 +130,7 @@ class Runner:
         self.worker = Worker(self.cfg, self.session, self.sources, self.storage,
                              self.checkpoint, self.stats, self.clock, self.stopping,
                              self.running_wait)
+        await self._prepare()
         return self
 
     async def _tidy_start(self) -> None:
@@ -147,6 +149,33 @@ class Runner:
                      for r in self.checkpoint.rows(state) if r.key.source in known}
         await self.storage.sweep(keep, roots={s.root for s in known.values()},
                                  resumable=resumable)
+
+    async def _prepare(self) -> None:
+        """Await each source's optional ``prepare()`` once, retrying transient failures with
+        the run's backoff. Credentials refused: the run stops (``summary.fatal``)."""
+        retry = self.cfg.retry
+        for source in self.sources.values():
+            if not isinstance(source, Preparing):
+                continue
+            attempt = 0
+            while not self.stopping.is_set():
+                decision = await source.prepare()
+                if decision is None:
+                    break
+                if decision.action is Action.STOP:
+                    self.summary.fatal, self.summary.fatal_is_config = decision.reason, True
+                    self.stopping.set()
+                    return
+                attempt += 1
+                if decision.action is not Action.RETRY or attempt >= retry.max_attempts:
+                    log.error("could not prepare the source", source=source.name,
+                              reason=decision.reason)
+                    break
+                self.stats.retries += 1
+                delay = backoff(attempt - 1, retry.initial_backoff_seconds,
+                                retry.max_backoff_seconds, decision.retry_after)
+                with anyio.move_on_after(delay):
+                    await self.stopping.wait()
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -277,6 +306,8 @@ async def backfill(cfg: Config, first_hour: datetime, last_hour: datetime,
         runner.summary.running_wait_minutes = cfg.backfill_running_wait_minutes
         if runner_hook is not None:
             runner_hook(runner)
+        if runner.summary.fatal is not None:  # a source's prepare() was refused
+            return runner.summary
         now = clock()
         plans = plan_all(runner.sources.values(), first_hour, last_hour, now,
                          runner.done_snapshot())
@@ -295,6 +326,7 @@ async def backfill(cfg: Config, first_hour: datetime, last_hour: datetime,
             for note in plan.notes:
                 log.warning(note, source=name)
             summary.notes += plan.notes
+            summary.failed.update(plan.failed)
         jobs = jobs_in_order(plans.values())
         log.info("backfill planned", jobs=len(jobs), already_done=summary.already_done,
                  first_hour=first_hour.strftime("%Y%m%d%H"),

@@ -81,6 +81,9 @@ class Plan:
     already_done: int = 0
     # Lines a person should see at the default log level (e.g. past snapshot days skipped).
     notes: list[str] = field(default_factory=list)
+    # What the source could not even plan (e.g. a dashboard whose item list is gone), with the
+    # reason: a backfill reports them as failed and exits 1.
+    failed: dict[PartitionKey, str] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -148,4 +151,17 @@ class Source(Protocol):
     async def download_headers(self, stale: bool) -> Mapping[str, str]:
         """Headers a file download needs (``FileSpec.auth``); ``stale``: the last ones were
         refused (401), get new ones."""
+        ...
+
+
+@runtime_checkable
+class Preparing(Protocol):
+    """An optional capability: asynchronous set-up the runner awaits before the first plan, for
+    a source whose items depend on API calls (the statistics source expands ``dashboards: all``
+    through list calls). The engine retries it like any call; the source keeps what it already
+    learned, so another try repeats only what failed."""
+
+    async def prepare(self) -> Decision | None:
+        """None when ready (items that cannot be known go to :attr:`Plan.failed`); otherwise
+        the decision about the call that failed: RETRY (back off, call again) or STOP."""
         ...

@@ -7,6 +7,8 @@ from downloader.engine.runner import Wiring
 from downloader.engine.source import Source
 from downloader.sources.raw.client import InsightsClient
 from downloader.sources.raw.source import RawSource
+from downloader.sources.stats.client import StatsClient
+from downloader.sources.stats.source import StatsSource
 
 
 def build_sources(wiring: Wiring) -> list[Source]:
@@ -17,6 +19,11 @@ def build_sources(wiring: Wiring) -> list[Source]:
         limiter = wiring.budgets.for_host(cfg.api.base_url)
         client = InsightsClient(wiring.session, cfg.api, limiter, wiring.stats.api_call)
         sources.append(RawSource(cfg, client))
+    if cfg.reports:
+        assert cfg.api is not None  # the config requires api: with reports:
+        limiter = wiring.budgets.for_host(cfg.api.base_url)  # shared with the raw exports
+        stats_client = StatsClient(wiring.session, cfg.api, limiter, wiring.stats.api_call)
+        sources.append(StatsSource(cfg, stats_client))
     return sources
 
 
@@ -25,4 +32,6 @@ def planning_sources(cfg: Config) -> list[Source]:
     sources: list[Source] = []
     if cfg.projects:
         sources.append(RawSource(cfg, None))
+    if cfg.reports:
+        sources.append(StatsSource(cfg, None))
     return sources
