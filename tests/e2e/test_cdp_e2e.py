@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import time
@@ -95,6 +96,11 @@ def test_cdp_only_config_every_kind_special_names(tmp_path: Path, start_cdp_sim:
     job_ids = {json.loads((today_folder(tmp_path, e) / "_SUCCESS").read_text())["job_id"]
                for e in FOLDERS}
     assert {c.subject for c in polls(sim)} == job_ids
+    # Neither the api_key nor its base64 form reaches the checkpoint or the lake.
+    secrets = (API_KEY.encode(), base64.b64encode(API_KEY.encode()))
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert not any(secret in path.read_bytes() for secret in secrets), path
     # A second run finds everything done and asks nothing.
     calls = len(sim.sim.stats.snapshot())
     again = run_cli("backfill", "-c", str(cfg), "--days", "1", **ENV)
@@ -252,3 +258,22 @@ def test_kill_during_polling_repolls_the_same_job(tmp_path: Path, start_cdp_sim:
     assert {c.subject for c in polls(sim)} == {job_id}
     manifest = assert_exact(sim, today_folder(tmp_path, "tag_id"))
     assert manifest["job_id"] == job_id
+
+
+def test_daemon_takes_todays_snapshot(tmp_path: Path, start_cdp_sim: Any) -> None:
+    sim = start_cdp_sim(api_key=API_KEY, polls_to_finish=1)
+    cfg = cdp_config(tmp_path, sim.url, [TAG_KEY])
+    success = today_folder(tmp_path, "tag_key") / "_SUCCESS"
+    proc = start_cli("run", "-c", str(cfg), **ENV)
+    try:
+        deadline = time.monotonic() + 40
+        while not success.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert success.exists(), "the daemon did not take today's snapshot"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in out + err and API_KEY not in out + err
+    assert_exact(sim, today_folder(tmp_path, "tag_key"))
+    assert len(mutations(sim)) == 1
