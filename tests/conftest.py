@@ -156,3 +156,21 @@ def assert_partition_exact(sim: Simulator, root: Path, ai: str, data_type: str,
     assert [(p["name"], p["bytes"], p["sha256"]) for p in manifest["parts"]] == \
         [(f"part-{e.index:05d}.csv.gz", e.size, e.sha256) for e in expected]
     return len(expected)
+
+
+@pytest.fixture
+def start_cdp_sim() -> Iterator[Any]:
+    """A CDP platform simulator on loopback (``downloader.sim.cdp``); keyword arguments are
+    ``CdpSimConfig`` fields. Returns the running simulator (``.url``, ``.sim``)."""
+    from downloader.sim.cdp.app import CdpSimConfig, start_cdp_simulator
+
+    started: list[Any] = []
+
+    def start(**overrides: Any) -> Any:
+        running = start_cdp_simulator(CdpSimConfig(**overrides))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()

@@ -681,3 +681,71 @@ def test_bad_reports_entries_get_one_line(tmp_path: Path, entry: dict[str, Any],
     with pytest.raises(ConfigError) as info:
         load(tmp_path, _only_reports(entry))
     assert_one_line(info.value, tmp_path / "gio.yaml", needle)
+# --- the cdp: block (exports-spec §1) ------------------------------------------------------------
+
+CDP_KEY = "cdp-api-key-value"
+
+
+def cdp_only(**cdp: Any) -> dict[str, Any]:
+    data = example()
+    del data["api"], data["projects"]
+    data["cdp"] = {
+        "base_url": "https://cdp.example.com/",
+        "api_key": "${GIO_CDP_KEY}",
+        "exports": [
+            {"segment_users": {"project_id": "Pj01Ab23", "segment_id": "Sg01Ab23",
+                               "tags": ["Tg01Ab23"], "properties": ["usr_name"]}},
+            {"tag_users": {"tag_id": "Tg01Ab23", "properties": ["usr_name"], "detail": True}},
+            {"tag_users": {"tag_key": "tag_vip", "properties": ["usr_name"]}},
+            {"analysis": {"project_id": "Pj01Ab23", "id": "An01Ab23", "type": "FUNNELS"}},
+        ],
+        **cdp,
+    }
+    return data
+
+
+def test_cdp_only_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIO_CDP_KEY", CDP_KEY)
+    cfg = load_config(write(tmp_path, cdp_only(charset="UTF-16LE")))
+    assert cfg.api is None and cfg.projects == () and cfg.cdp is not None
+    assert cfg.cdp.base_url == "https://cdp.example.com" and cfg.cdp.charset == "UTF-16LE"
+    assert [(e.kind, e.ident) for e in cfg.cdp.exports] == [
+        ("segment_users", "Sg01Ab23"), ("tag_users", "Tg01Ab23"), ("tag_users", "tag_vip"),
+        ("analysis", "An01Ab23")]
+    assert CDP_KEY not in repr(cfg) and CDP_KEY in cfg.secrets
+
+
+CDP_MISTAKES: list[Any] = [
+    pytest.param(setter("cdp.api_key", "${GIO_NOT_SET}"), "cdp.api_key", "GIO_NOT_SET",
+                 id="missing-api-key-variable"),
+    pytest.param(deleter("cdp.api_key"), "cdp.api_key", "required", id="no-api-key"),
+    pytest.param(setter("cdp.exports.2.tag_users.tag_key", "vip"),
+                 "cdp.exports[2].tag_users.tag_key", "tag_", id="tag-key-without-tag_"),
+    pytest.param(setter("cdp.exports.3.analysis.type", "PATHS"),
+                 "cdp.exports[3].analysis.type", "PATHS", id="unknown-analysis-type"),
+    pytest.param(deleter("cdp.exports.3.analysis.id"), "cdp.exports[3].analysis.id",
+                 "required", id="analysis-without-id"),
+    pytest.param(deleter("cdp.exports.0.segment_users.segment_id"),
+                 "cdp.exports[0].segment_users.segment_id", "required",
+                 id="segment-without-id"),
+    pytest.param(deleter("cdp.exports.1.tag_users.tag_id"), "cdp.exports[1].tag_users",
+                 "tag_id or tag_key", id="tag-users-without-id"),
+    pytest.param(setter("cdp.exports.1.tag_users.tag_id", "Tg01"),
+                 "cdp.exports[1].tag_users.tag_id", "8 letters", id="short-tag-id"),
+    pytest.param(setter("cdp.exports.0.funnel", {"id": "An01Ab23"}), "cdp.exports[0]",
+                 "segment_users", id="two-kinds-in-one-entry"),
+    pytest.param(deleter("cdp.base_url"), "cdp.base_url", "required", id="no-base-url"),
+]
+
+
+@pytest.mark.parametrize(("change", "key", "hint"), CDP_MISTAKES)
+def test_cdp_mistakes_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   change: Callable[[dict], None], key: str, hint: str) -> None:
+    monkeypatch.setenv("GIO_CDP_KEY", CDP_KEY)
+    data = cdp_only()
+    change(data)
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert_one_line(info.value, path, f"{key}", hint)
+    assert CDP_KEY not in str(info.value)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from yarl import URL
+
 from downloader.config.model import Config
 from downloader.core.model import DoneSet, PartitionKey
 from downloader.core.policy import Decision
@@ -45,10 +47,14 @@ class FileSpec:
     """One file of a finished partition: fetched from ``url``, or given whole as ``data`` (a
     result that came inline in the API's answer). ``name`` is its final name in the partition
     folder; ``gzip`` marks a gzip file that ``download.verify: gzip`` checks; ``extra`` are more
-    fields of its entry in the manifest. Links carry signatures: never logged."""
+    fields of its entry in the manifest. Links carry signatures: never logged.
+
+    ``url`` is a ``str`` (aiohttp normalises its quoting) or a ``yarl.URL`` built with
+    ``encoded=True`` by a source that has encoded it exactly as the server must see it: it is
+    sent as is."""
 
     name: str
-    url: str | None = field(default=None, repr=False)
+    url: str | URL | None = field(default=None, repr=False)
     data: bytes | None = field(default=None, repr=False)
     gzip: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from downloader.config.model import Config
 from downloader.engine.runner import Wiring
 from downloader.engine.source import Source
+from downloader.sources.cdp.client import CdpClient
+from downloader.sources.cdp.source import CdpSource
 from downloader.sources.raw.client import InsightsClient
 from downloader.sources.raw.source import RawSource
 from downloader.sources.stats.client import StatsClient
@@ -24,6 +26,11 @@ def build_sources(wiring: Wiring) -> list[Source]:
         limiter = wiring.budgets.for_host(cfg.api.base_url)  # shared with the raw exports
         stats_client = StatsClient(wiring.session, cfg.api, limiter, wiring.stats.api_call)
         sources.append(StatsSource(cfg, stats_client))
+    if cfg.cdp is not None and cfg.cdp.exports:
+        # The platform is its own host with its own 2 calls/s (exports-spec §0).
+        limiter = wiring.budgets.for_host(cfg.cdp.base_url)
+        sources.append(CdpSource(cfg, CdpClient(wiring.session, cfg.cdp, limiter,
+                                                wiring.stats.api_call)))
     return sources
 
 
@@ -34,4 +41,6 @@ def planning_sources(cfg: Config) -> list[Source]:
         sources.append(RawSource(cfg, None))
     if cfg.reports:
         sources.append(StatsSource(cfg, None))
+    if cfg.cdp is not None and cfg.cdp.exports:
+        sources.append(CdpSource(cfg, None))
     return sources

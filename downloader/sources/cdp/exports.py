@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
+from downloader.config import model
+
 __all__ = [
     "Analysis",
     "AnalysisType",
@@ -18,6 +20,7 @@ __all__ = [
     "ExportKind",
     "SegmentUsers",
     "TagUsers",
+    "from_config",
     "is_hash_id",
 ]
 
@@ -140,3 +143,17 @@ class Analysis:
 
 
 CdpExport = SegmentUsers | TagUsers | Analysis
+
+
+def from_config(export: model.CdpExport) -> CdpExport:
+    """The typed export of one parsed `cdp.exports` entry (config/exports.py checked it)."""
+    if export.kind == ExportKind.SEGMENT_USERS:
+        assert export.project_id is not None and export.segment_id is not None
+        return SegmentUsers(export.project_id, export.segment_id, export.tags,
+                            export.properties)
+    if export.kind == ExportKind.TAG_USERS:
+        return TagUsers(export.tag_id, export.tag_key, export.properties, export.detail)
+    if export.kind == ExportKind.ANALYSIS:
+        assert export.project_id is not None and export.analysis_type is not None
+        return Analysis(export.project_id, export.ident, AnalysisType(export.analysis_type))
+    raise ValueError(f"unknown CDP export kind {export.kind!r}")
