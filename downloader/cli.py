@@ -155,11 +155,12 @@ def cmd_demo(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
+    from downloader.service.sources import planning_sources
     from downloader.service.status import build_status, format_status
 
     cfg = load_config(args.config)
     with Checkpoint(cfg.checkpoint, readonly=True) as checkpoint:
-        report = build_status(cfg, checkpoint, clock.now())
+        report = build_status(cfg, checkpoint, clock.now(), planning_sources(cfg))
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:

@@ -65,10 +65,12 @@ def run_demo(out_dir: str, hours: int, clock: Clock, stream: TextIO = sys.stderr
             print(f"  ... and {len(files) - 3} more, each folder with its _SUCCESS manifest",
                   file=stream)
         from downloader.engine.checkpoint import Checkpoint
+        from downloader.service.sources import planning_sources
         from downloader.service.status import build_status, format_status
 
         with Checkpoint(cfg.checkpoint, readonly=True) as cp:
-            print("\n" + format_status(build_status(cfg, cp, clock.now())), file=stream)
+            report = build_status(cfg, cp, clock.now(), planning_sources(cfg))
+            print("\n" + format_status(report), file=stream)
         sample = next((f for f in files if "data_type=page" in str(f)), None)
         print("\nLook at the data:", file=stream)
         if sample is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +26,25 @@ class Stats:
     bytes_discarded: int = 0  # downloaded, then thrown away (corrupt, range refused)
     link_refreshes: int = 0
     retries: int = 0
-    api_calls: Counter[str] = field(default_factory=Counter)
+    api_calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # (source, answer)
     # Why the last API call got no answer (cleared by the next answer): /readyz says it.
     api_problem: str | None = None
 
-    def api_call(self, http_status: int | None, status: str | None) -> None:
-        self.api_calls[status or (str(http_status) if http_status else "no_answer")] += 1
+    def api_call(self, http_status: int | None, status: str | None, source: str = "raw") -> None:
+        """One API call of ``source``, by the export status it answered, else its HTTP
+        status, else ``no_answer``."""
+        answer = status or (str(http_status) if http_status else "no_answer")
+        self.api_calls[(source, answer)] += 1
+
+    def api_caller(self, source: str) -> Callable[[int | None, str | None], None]:
+        """What a source's client reports its calls to."""
+        return functools.partial(self.api_call, source=source)
+
+    def api_calls_by_answer(self) -> dict[str, int]:
+        totals: Counter[str] = Counter()
+        for (_, answer), count in self.api_calls.items():
+            totals[answer] += count
+        return dict(totals)
 
     def rate(self) -> float:
         elapsed = max(1e-6, time.monotonic() - self.started)
@@ -60,6 +75,7 @@ class Stats:
             "eta_seconds": None if (eta := self.eta_seconds()) is None else round(eta),
             "link_refreshes": self.link_refreshes,
             "retries": self.retries,
-            "api_calls": dict(self.api_calls),
+            "api_calls": self.api_calls_by_answer(),
+            "api_calls_by_source": {f"{s}:{a}": n for (s, a), n in sorted(self.api_calls.items())},
             "elapsed_seconds": round(time.monotonic() - self.started, 1),
         }

@@ -35,7 +35,7 @@ LATE_NOT_READY_POLLS = 3
 MAX_RESUBMIT_BACKOFF_SECONDS = 30.0
 # Polls of a job rebuilt to refresh its links before that refresh counts as failed.
 MAX_REFRESH_POLLS = 120
-# A backfill whose API host never answered gives up after this many quick retries (~14 s).
+# A backfill whose API host never answered gives up after this many quick retries (1+2+4 s).
 UNREACHABLE_TRIES = 3
 
 
@@ -175,7 +175,7 @@ class Worker:
                 if state.attempts > UNREACHABLE_TRIES:
                     raise StopRun(f"{decision.reason} (check the base_url in the config and "
                                   "the network)")
-                return Outcome("retry", decision.reason, 2.0 ** state.attempts)
+                return Outcome("retry", decision.reason, 2.0 ** (state.attempts - 1))
         if decision.action is Action.RETRY:
             state.attempts += 1
             self.stats.retries += 1

@@ -62,7 +62,8 @@ class Daemon:
 
     def status_report(self) -> dict[str, Any]:
         assert self.runner.checkpoint is not None
-        return build_status(self.cfg, self.runner.checkpoint, self.clock.now())
+        return build_status(self.cfg, self.runner.checkpoint, self.clock.now(),
+                            list(self.runner.sources.values()))
 
     def heartbeat_age(self) -> float:
         return time.monotonic() - self.last_beat

@@ -97,10 +97,11 @@ def metric_families(stats: Stats, report: dict[str, Any] | None, heartbeat_age: 
             "Bytes downloaded by this process (not counting bytes resumed from disk).",
             stats.bytes_done)
     api = CounterMetricFamily(PREFIX + "api_calls_total",
-                              "Calls to /v2/insights by this process, by answer (export status, "
-                              "HTTP status or no_answer).", labels=["status"])
-    for status, count in sorted(stats.api_calls.items()):
-        api.add_metric([status], count)
+                              "Calls to the vendor's APIs by this process, by source (raw, "
+                              "reports, cdp) and answer (export status, HTTP status or "
+                              "no_answer).", labels=["source", "status"])
+    for (source, status), count in sorted(stats.api_calls.items()):
+        api.add_metric([source, status], count)
     out.append(api)
     counter("link_refreshes_total", "Times fresh download links were fetched for a partition.",
             stats.link_refreshes)
@@ -140,6 +141,15 @@ def metric_families(stats: Stats, report: dict[str, Any] | None, heartbeat_age: 
             fresh.add_metric([project["ai"]], freshness)
             known.append(freshness)
     out.extend([parts, fresh])
+    items = GaugeMetricFamily(PREFIX + "item_partitions",
+                              "Due partitions of the statistics and CDP sources inside the "
+                              "window, by checkpoint state, per item (same as status --json).",
+                              labels=["source", "item", "state"])
+    for source, rows in sorted(report.get("sources", {}).items()):
+        for row in rows:
+            for state in STATES:
+                items.add_metric([source, row["item"], state], row[state])
+    out.append(items)
     if projects and len(known) == len(projects):
         worst = GaugeMetricFamily(PREFIX + "freshness_seconds_max",
                                   "The largest gio_downloader_freshness_seconds across "

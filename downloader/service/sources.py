@@ -19,12 +19,14 @@ def build_sources(wiring: Wiring) -> list[Source]:
     if cfg.projects:
         assert cfg.api is not None  # the config requires api: with projects:
         limiter = wiring.budgets.for_host(cfg.api.base_url)
-        client = InsightsClient(wiring.session, cfg.api, limiter, wiring.stats.api_call)
+        client = InsightsClient(wiring.session, cfg.api, limiter,
+                                wiring.stats.api_caller(RawSource.name))
         sources.append(RawSource(cfg, client))
     if cfg.reports:
         assert cfg.api is not None  # the config requires api: with reports:
         limiter = wiring.budgets.for_host(cfg.api.base_url)  # shared with the raw exports
-        stats_client = StatsClient(wiring.session, cfg.api, limiter, wiring.stats.api_call)
+        stats_client = StatsClient(wiring.session, cfg.api, limiter,
+                                   wiring.stats.api_caller(StatsSource.name))
         sources.append(StatsSource(cfg, stats_client))
     if cfg.cdp is not None and cfg.cdp.exports:
         # The platform is its own host with its own 2 calls/s (exports-spec §0).

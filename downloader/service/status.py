@@ -1,20 +1,26 @@
-"""``gio-downloader status``: what the checkpoint says per project and type, against what is due."""
+"""``gio-downloader status``: what the checkpoint says against what is due, per raw project and
+type, and per item of the other sources (statistics reports, CDP exports)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from downloader.config.model import Config
-from downloader.core.model import PartitionKey
+from downloader.core.model import DoneSet, PartitionKey
 from downloader.core.partitions import Period, periods_in_range, split_due, window
 from downloader.engine.checkpoint import Checkpoint, PartitionRow
+from downloader.engine.source import Source
 from downloader.sources.raw.keys import SOURCE, item_name, parse_key
 
 
-def build_status(cfg: Config, checkpoint: Checkpoint, now: datetime) -> dict[str, Any]:
+def build_status(cfg: Config, checkpoint: Checkpoint, now: datetime,
+                 sources: Sequence[Source] = ()) -> dict[str, Any]:
     """Counts come from label sets (the metrics endpoint calls this too, so it must stay cheap
-    for hundreds of thousands of partitions); only failed partitions are read row by row."""
+    for hundreds of thousands of partitions); only failed partitions are read row by row.
+    ``sources``: the configured sources (planning only); every one but raw gets an item table
+    in ``sources``."""
     done = checkpoint.done_set()
     failed_rows: dict[PartitionKey, PartitionRow] = {
         r.key: r for r in checkpoint.rows("failed") if r.key.source == SOURCE}
@@ -57,9 +63,38 @@ def build_status(cfg: Config, checkpoint: Checkpoint, now: datetime) -> dict[str
             "freshness_seconds": round((now - newest_hour.end).total_seconds())
             if newest_hour else None,
         })
+    others = [s for s in sources if s.name != SOURCE]
+    all_failed = [r for r in checkpoint.rows("failed") if r.key.source != SOURCE]
+    failed.extend({"partition": f"{r.key.source}:{r.key}", "error": r.last_error,
+                   "attempts": r.attempts, "updated_at": r.updated_at} for r in all_failed)
     return {"checkpoint": str(cfg.checkpoint), "now": now.isoformat(timespec="seconds"),
             "window_first_hour": first.strftime("%Y%m%d%H"), "projects": projects,
+            "sources": {s.name: source_items(s, first, last, now, done, all_failed)
+                        for s in others},
             "failed": failed}
+
+
+def source_items(source: Source, first: datetime, last: datetime, now: datetime,
+                 done: DoneSet, failed: list[PartitionRow]) -> list[dict[str, Any]]:
+    """Per item of a source: due partitions in the window by state, and the newest done."""
+    due: dict[str, set[str]] = {}
+    for job in source.plan(first, last, now, DoneSet({})).jobs:
+        for key in job.keys:
+            due.setdefault(key.item, set()).add(key.partition)
+    failed_here: dict[str, set[str]] = {}
+    for row in failed:
+        if row.key.source == source.name:
+            failed_here.setdefault(row.key.item, set()).add(row.key.partition)
+    items = []
+    for item in sorted(due.keys() | failed_here.keys()):
+        wanted = due.get(item, set())
+        got = done.partitions(source.name, item)
+        ok = wanted & got
+        bad = (failed_here.get(item, set()) & wanted) - ok
+        items.append({"item": item, "done": len(ok), "failed": len(bad),
+                      "pending": len(wanted) - len(ok) - len(bad),
+                      "newest_done": max(got) if got else None})
+    return items
 
 
 def format_status(report: dict[str, Any]) -> str:
@@ -81,6 +116,15 @@ def format_status(report: dict[str, Any]) -> str:
                          f"(freshness {human_duration(project['freshness_seconds'])})")
         else:
             lines.append("  newest hour complete for every type: none yet")
+    for name, items in report.get("sources", {}).items():
+        lines.append("")
+        lines.append(f"{name}")
+        lines.append(f"  {'item':<40}{'done':>6}{'pending':>9}{'failed':>8}  newest done")
+        for t in items:
+            lines.append(f"  {t['item']:<40}{t['done']:>6}{t['pending']:>9}{t['failed']:>8}"
+                         f"  {t['newest_done'] or '-'}")
+        if not items:
+            lines.append("  nothing due in the window")
     if report["failed"]:
         lines.append("")
         lines.append("failed partitions (last error):")

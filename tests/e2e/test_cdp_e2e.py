@@ -194,9 +194,11 @@ def test_unreachable_platform_fails_fast(tmp_path: Path) -> None:
     assert time.monotonic() - started < 20
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
-    failed = [line for line in result.stderr.splitlines() if line.startswith("  failed")]
-    assert len(failed) == 1 and "cannot reach the CDP platform" in failed[0]
-    assert "connection refused" in failed[0]
+    stopped = [line for line in result.stderr.splitlines()
+               if line.startswith("gio-downloader: stopped:")]
+    assert len(stopped) == 1 and "cannot reach the CDP platform" in stopped[0]
+    assert "connection refused" in stopped[0] and url in stopped[0]
+    assert len(result.stderr.strip().splitlines()) <= 5
 
 
 def test_relative_and_dotdot_uris_are_refused(tmp_path: Path, start_cdp_sim: Any) -> None:

@@ -223,6 +223,7 @@ async def test_metrics_values(server: HealthServer, source: FakeSource, report: 
     stats.api_call(200, "FINISHED")
     stats.api_call(200, "FINISHED")
     stats.api_call(429, None)
+    stats.api_call(200, "doing", source="reports")
     source.age = 2.5
 
     samples, text = await scrape(http, server)
@@ -231,8 +232,9 @@ async def test_metrics_values(server: HealthServer, source: FakeSource, report: 
     assert sample(samples, "parts_downloaded_total") == 5  # the 2 recovered were not fetched
     assert sample(samples, "link_refreshes_total") == 3
     assert sample(samples, "retries_total") == 4
-    assert sample(samples, "api_calls_total", status="FINISHED") == 2
-    assert sample(samples, "api_calls_total", status="429") == 1
+    assert sample(samples, "api_calls_total", source="raw", status="FINISHED") == 2
+    assert sample(samples, "api_calls_total", source="raw", status="429") == 1
+    assert sample(samples, "api_calls_total", source="reports", status="doing") == 1
     assert sample(samples, "heartbeat_age_seconds") == 2.5
     assert sample(samples, "build_info", version=__version__) == 1
     assert sample(samples, "status_report_ok") == 1
