@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8080)
     sim.add_argument("--token", default="sim-token",
                      help="token the simulator expects (Authorization: Token <token>)")
+    sim.add_argument("--client-id", default="sim-client",
+                     help="X-Client-Id the statistics endpoints expect")
     sim.add_argument("--part-size", type=int, default=256 * 1024, help="bytes per part")
     sim.add_argument("--parts", type=int, default=2, help="parts per data type and period")
     sim.add_argument("--running-polls", type=int, default=1,
@@ -184,20 +186,29 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
+def cmd_simulate(args: argparse.Namespace, clock: Clock) -> int:
     from pathlib import Path
 
-    from downloader.sim.raw.app import SimConfig, serve
+    from downloader.sim.raw.faults import SimConfig
+    from downloader.sim.stats.config import StatsSimConfig
+    from downloader.sim.vendor import serve_vendor
 
     setup_logging("auto", "info")
-    config = SimConfig(token=args.token or None, part_size=args.part_size,
-                       parts_per_type=args.parts, running_polls=args.running_polls,
-                       link_ttl_seconds=args.link_ttl, seed=args.seed,
-                       cache_dir=Path(args.cache_dir) if args.cache_dir else None)
-    print(f"simulator: http://{args.host}:{args.port}  (token {args.token!r})", file=sys.stderr)
+    # The same clock as the downloader's (GIO_DOWNLOADER_FAKE_NOW / _CLOCK_RATE), so that a
+    # rehearsal at 600x sees the same due hours on both sides; links live real seconds.
+    raw = SimConfig(token=args.token or None, part_size=args.part_size,
+                    parts_per_type=args.parts, running_polls=args.running_polls,
+                    link_ttl_seconds=args.link_ttl, seed=args.seed,
+                    cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                    clock=clock.now)
+    stats = StatsSimConfig(token=args.token or "", client_id=args.client_id, seed=args.seed,
+                           clock=clock.now)
+    print(f"simulator: http://{args.host}:{args.port}  (token {args.token!r}, client id "
+          f"{args.client_id!r}; raw exports and statistics; now "
+          f"{clock.now():%Y-%m-%d %H:%M} Beijing)", file=sys.stderr)
     # The plain asyncio loop on purpose: FileResponse uses sendfile there.
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, args.host, args.port))
+        asyncio.run(serve_vendor(raw, stats, args.host, args.port))
     return EXIT_OK
 
 
@@ -219,7 +230,7 @@ def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
         if args.command == "checkpoint":
             return cmd_checkpoint(args)
         if args.command == "simulate":
-            return cmd_simulate(args)
+            return cmd_simulate(args, clock)
         raise UsageError(f"gio-downloader: unknown command {args.command}")
     except (UsageError, ConfigError, CheckpointError, StorageError) as exc:
         print(f"gio-downloader: error: {exc}" if not str(exc).startswith("gio-downloader")

@@ -1,87 +1,138 @@
 """``gio-downloader demo``: the whole tool on a laptop, with no credentials.
 
-Starts the bundled simulator on a free loopback port, writes a config for it, backfills a few
-hours of three data types into ``./gio-demo-data`` and shows what landed where.
+Starts the bundled simulators on free loopback ports (the vendor's API host: raw exports and
+statistics; a CDP platform), writes a config for them, and backfills into ``./gio-demo-data``:
+a few hours of three raw data types, today's user list of a segment, today's CDP export of it,
+and then yesterday's charts of a dashboard. Results (what landed where, the status, the next
+commands) go to stdout; what it is doing goes to stderr.
 """
 
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import yaml
 
 from downloader.core.clock import Clock
-from downloader.core.partitions import HOUR, floor_hour
+from downloader.core.partitions import DAY, HOUR, floor_day, floor_hour
 
 DEMO_TYPES = ["visit", "page", "custom_event"]
 DEMO_AI = "demo0001"
-DEMO_TOKEN = "demo-token"  # the simulator's, not a real credential
+DEMO_UID = "demoPj01"  # a statistics project: 8 letters or digits
+DEMO_SEGMENT = "demoSg01"
+# The simulators' own credentials, not real ones.
+DEMO_TOKEN = "demo-token"
+DEMO_CLIENT_ID = "demo-client"
+DEMO_CDP_KEY = "demo-cdp-key"
 
 
-def demo_config(out: Path, url: str) -> dict[str, object]:
-    return {
-        "api": {"base_url": url, "token": DEMO_TOKEN, "rate_limit_per_second": 2},
+def demo_config(out: Path, url: str, cdp_url: str, reports_only: bool = False) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "api": {"base_url": url, "token": DEMO_TOKEN, "client_id": DEMO_CLIENT_ID,
+                "rate_limit_per_second": 2},
         "projects": [{"ai": DEMO_AI, "data_types": DEMO_TYPES, "export_types": ["hour"]}],
-        "storage": {"url": (out / "raw").as_uri()},
+        "reports": [{"project_uid": DEMO_UID, "segments": [DEMO_SEGMENT]}],
+        "cdp": {"base_url": cdp_url, "api_key": DEMO_CDP_KEY, "exports": [
+            {"segment_users": {"project_id": DEMO_UID, "segment_id": DEMO_SEGMENT}}]},
+        "storage": {"url": (out / "lake").as_uri()},
         "checkpoint": str(out / "checkpoint.db"),
         "concurrency": {"downloads": 8, "partitions": 4},
+        # The simulators' days are complete at midnight (the vendor's, at 06:00).
+        "schedule": {"report_lag_minutes": 0, "running_poll_max_seconds": 2},
         "retry": {"initial_backoff_seconds": 1, "max_backoff_seconds": 10},
     }
+    if reports_only:  # yesterday's charts of the project's dashboards
+        cfg = {k: v for k, v in cfg.items() if k not in ("projects", "cdp")}
+        cfg["reports"] = [{"project_uid": DEMO_UID, "dashboards": "all"}]
+    return cfg
 
 
-def run_demo(out_dir: str, hours: int, clock: Clock, stream: TextIO = sys.stderr) -> int:
+def _write(path: Path, cfg: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_demo(out_dir: str, hours: int, clock: Clock, stream: TextIO = sys.stderr,
+             results: TextIO = sys.stdout) -> int:
     from downloader.config.load import load_config
     from downloader.service.logs import setup_logging
     from downloader.service.oneshot import backfill_and_report, run_async
-    from downloader.sim.raw.app import SimConfig, start_simulator
+    from downloader.sim.cdp.app import start_cdp_simulator
+    from downloader.sim.cdp.state import CdpSimConfig
+    from downloader.sim.raw.faults import SimConfig
+    from downloader.sim.stats.config import StatsSimConfig
+    from downloader.sim.vendor import start_vendor
 
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    print("demo: starting the bundled export-API simulator on loopback ...", file=stream)
-    running = start_simulator(SimConfig(token=DEMO_TOKEN, part_size=512 * 1024,
-                                        parts_per_type=2, running_polls=1,
-                                        cache_dir=out / ".simulator-cache"))
+    print("demo: starting the bundled simulators on loopback ...", file=stream)
+    vendor = start_vendor(
+        SimConfig(token=DEMO_TOKEN, part_size=512 * 1024, parts_per_type=2, running_polls=1,
+                  cache_dir=out / ".simulator-cache", clock=clock.now),
+        StatsSimConfig(token=DEMO_TOKEN, client_id=DEMO_CLIENT_ID, report_lag_minutes=0,
+                       clock=clock.now))
+    cdp = start_cdp_simulator(CdpSimConfig(api_key=DEMO_CDP_KEY, polls_to_finish=2,
+                                           clock=clock.now))
     try:
-        config_file = out / "config.yaml"
-        config_file.write_text(yaml.safe_dump(demo_config(out, running.url), sort_keys=False))
+        config_file = _write(out / "config.yaml", demo_config(out, vendor.url, cdp.url))
+        reports_file = _write(out / "reports.yaml",
+                              demo_config(out, vendor.url, cdp.url, reports_only=True))
         cfg = load_config(config_file)
-        # The newest hours that are surely due (the hours around midnight are 60 min late).
-        last = floor_hour(clock.now()) - 2 * HOUR
-        first = last - (hours - 1) * HOUR
-        print(f"demo: simulator at {running.url}; config written to {config_file}", file=stream)
-        print(f"demo: backfilling {hours} hours ({first:%Y-%m-%d %H}:00 to "
-              f"{last + HOUR:%H}:00 Beijing) of {', '.join(DEMO_TYPES)} ...", file=stream)
         setup_logging("console" if stream.isatty() else "auto", "warning", cfg.secrets)
-        code = run_async(backfill_and_report(cfg, first, last, clock))
-        files = sorted((out / "raw").rglob("part-*.csv.gz"))
-        total = sum(f.stat().st_size for f in files)
-        print(f"\ndemo: {len(files)} parts, {total / 1048576:.1f} MiB under {out / 'raw'}",
+        # The newest hours that are surely due (the hours around midnight are 60 min late).
+        now = clock.now()
+        last = floor_hour(now) - 2 * HOUR
+        first = last - (hours - 1) * HOUR
+        print(f"demo: vendor API at {vendor.url}, CDP platform at {cdp.url}; configs in {out}",
               file=stream)
-        for f in files[:3]:
-            print(f"  {f.relative_to(out)}", file=stream)
-        if len(files) > 3:
-            print(f"  ... and {len(files) - 3} more, each folder with its _SUCCESS manifest",
-                  file=stream)
-        from downloader.engine.checkpoint import Checkpoint
-        from downloader.service.sources import planning_sources
-        from downloader.service.status import build_status, format_status
-
-        with Checkpoint(cfg.checkpoint, readonly=True) as cp:
-            report = build_status(cfg, cp, clock.now(), planning_sources(cfg))
-            print("\n" + format_status(report), file=stream)
-        sample = next((f for f in files if "data_type=page" in str(f)), None)
-        print("\nLook at the data:", file=stream)
-        if sample is not None:
-            print(f"  zcat '{sample}' | head -3", file=stream)
-        print(f"  duckdb -c \"SELECT count(*) FROM read_csv('{out}/raw/ai=*/data_type=page/"
-              f"export_type=hour/date=*/hour=*/*.csv.gz', header=true, escape='\\\\', "
-              f"hive_partitioning=true)\"", file=stream)
-        print(f"  gio-downloader status -c {config_file}", file=stream)
+        print(f"demo: backfilling {hours} hours ({first:%Y-%m-%d %H}:00 to {last + HOUR:%H}:00 "
+              f"Beijing) of {', '.join(DEMO_TYPES)}, today's users of segment {DEMO_SEGMENT} "
+              "(statistics and CDP) ...", file=stream)
+        code = run_async(backfill_and_report(cfg, first, last, clock))
+        yesterday = floor_day(now) - DAY
+        print(f"demo: backfilling the charts of project {DEMO_UID}'s dashboards for "
+              f"{yesterday:%Y-%m-%d} ...", file=stream)
+        code = max(code, run_async(backfill_and_report(
+            load_config(reports_file), yesterday, yesterday + DAY - HOUR, clock)))
+        _show(out, cfg, config_file, now, results)
         return code
     finally:
-        running.stop()
-        print("demo: simulator stopped", file=stream)
+        vendor.stop()
+        cdp.stop()
+        print("demo: simulators stopped", file=stream)
 
 
+def _show(out: Path, cfg: Any, config_file: Path, now: datetime, results: TextIO) -> None:
+    from downloader.engine.checkpoint import Checkpoint
+    from downloader.service.sources import planning_sources
+    from downloader.service.status import build_status, format_status
+
+    lake = out / "lake"
+    files = sorted(p for p in lake.rglob("*") if p.is_file() and not p.name.startswith("."))
+    total = sum(f.stat().st_size for f in files)
+    print(f"demo: {len(files)} files, {total / 1048576:.1f} MiB under {lake}", file=results)
+    for top in ("ai=", "reports", "cdp"):
+        some = [f for f in files if f.relative_to(lake).parts[0].startswith(top)]
+        for f in some[:2]:
+            print(f"  {f.relative_to(out)}", file=results)
+        if len(some) > 2:
+            print(f"  ... and {len(some) - 2} more under {top}", file=results)
+    with Checkpoint(cfg.checkpoint, readonly=True) as cp:
+        print("\n" + format_status(build_status(cfg, cp, now, planning_sources(cfg))),
+              file=results)
+    sample = next((f for f in files if "data_type=page" in str(f) and f.suffix == ".gz"), None)
+    chart = next((f for f in files if f.name == "data.csv"), None)
+    print("\nLook at the data:", file=results)
+    if sample is not None:
+        print(f"  zcat '{sample}' | head -3", file=results)
+    if chart is not None:
+        print(f"  python3 -c \"import csv; print(*csv.reader(open('{chart}')), sep='\\n')\"",
+              file=results)
+    pages = f"{lake}/ai=*/data_type=page/export_type=hour/date=*/hour=*/part-*.csv.gz"
+    print("  with DuckDB (pip install duckdb):", file=results)
+    print(f"  python3 -c \"import duckdb; print(duckdb.sql(\\\"SELECT count(*) FROM "
+          f"read_csv('{pages}', header=true, hive_partitioning=true)\\\"))\"", file=results)
+    print(f"  gio-downloader status -c {config_file}", file=results)

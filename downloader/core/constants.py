@@ -71,6 +71,10 @@ READ_BUFFER_BYTES = 256 * 1024
 # the end: the disk then works while the network does, not after it.
 WRITEBACK_BYTES = 8 * 1024 * 1024
 
+# Connecting to an API host: refused, DNS and TLS failures are immediate; a silent host is given
+# this long before the attempt counts as "cannot reach" (a backfill then stops within seconds).
+CONNECT_TIMEOUT_SECONDS = 5.0
+
 DEFAULT_DOWNLOAD_CONCURRENCY = 8
 # A download that receives no byte for this long is broken off and resumed with Range.
 DEFAULT_READ_TIMEOUT_SECONDS = 60.0

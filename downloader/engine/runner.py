@@ -22,7 +22,7 @@ from downloader.core.policy import Action, backoff
 from downloader.core.ratelimit import RateBudgets
 from downloader.core.stats import Stats
 from downloader.engine.checkpoint import Checkpoint, CheckpointError
-from downloader.engine.jobs import JobState, Outcome, Worker
+from downloader.engine.jobs import UNREACHABLE_TRIES, JobState, Outcome, Worker
 from downloader.engine.scheduler import DelayQueue, jobs_in_order, plan_all
 from downloader.engine.source import Job, Preparing, Source
 from downloader.engine.transfer import StopRun
@@ -91,7 +91,8 @@ class Runner:
         self.stats = Stats()
         self.summary = Summary()
         self.keep_summary = keep_summary  # a daemon keeps counters only, not growing lists
-        self.queue: DelayQueue[Job] = DelayQueue()
+        # Oldest data first among the jobs that may run now (first asks and re-polls alike).
+        self.queue: DelayQueue[Job] = DelayQueue(priority=lambda job: job.start)
         self.states: dict[Job, JobState] = {}
         # Jobs queued or running, by (source, slot): a rescan never queues one twice.
         self.active: dict[tuple[str, str], Job] = {}
@@ -167,13 +168,20 @@ class Runner:
                     self.stopping.set()
                     return
                 attempt += 1
+                if decision.unreachable and self.running_wait is not None and \
+                        attempt > UNREACHABLE_TRIES:  # a backfill: say it within seconds
+                    self.summary.fatal = f"{decision.reason} (check the base_url in the " \
+                                         "config and the network)"
+                    self.stopping.set()
+                    return
                 if decision.action is not Action.RETRY or attempt >= retry.max_attempts:
                     log.error("could not prepare the source", source=source.name,
                               reason=decision.reason)
                     break
                 self.stats.retries += 1
-                delay = backoff(attempt - 1, retry.initial_backoff_seconds,
-                                retry.max_backoff_seconds, decision.retry_after)
+                delay = 2.0 ** (attempt - 1) if decision.unreachable else backoff(
+                    attempt - 1, retry.initial_backoff_seconds, retry.max_backoff_seconds,
+                    decision.retry_after)
                 with anyio.move_on_after(delay):
                     await self.stopping.wait()
 

@@ -11,7 +11,7 @@ import heapq
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from downloader.core.model import DoneSet
 from downloader.engine.source import Job, Plan, Source
@@ -35,33 +35,49 @@ def jobs_in_order(plans: Iterable[Plan]) -> list[Job]:
 
 
 class DelayQueue(Generic[T]):
-    """A queue whose items become available at a given monotonic time; ties keep insertion
-    order, so jobs put in oldest-first come out oldest-first."""
+    """A queue whose items become available at a given monotonic time. Of the items that are
+    available, the one with the lowest ``priority`` comes out first (ties: insertion order).
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._heap: list[tuple[float, int, T]] = []
+    With ``priority`` = the data's time, a re-poll of an old partition whose delay is over
+    goes before the first asks of newer ones: hundreds of partitions asked for the first
+    time cannot starve the ones already being built, and the oldest data lands first."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 priority: Callable[[T], Any] | None = None) -> None:
+        self._waiting: list[tuple[float, int, T]] = []  # by the time they become available
+        self._ready: list[tuple[Any, int, T]] = []  # available, by priority
         self._seq = 0
         self._clock = clock
+        self._priority = priority or (lambda _item: 0)
         self._changed = asyncio.Event()
 
     def put(self, item: T, delay: float = 0.0) -> None:
-        heapq.heappush(self._heap, (self._clock() + max(0.0, delay), self._seq, item))
+        heapq.heappush(self._waiting, (self._clock() + max(0.0, delay), self._seq, item))
         self._seq += 1
         self._changed.set()
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._waiting) + len(self._ready)
+
+    def _promote(self) -> None:
+        now = self._clock()
+        while self._waiting and self._waiting[0][0] <= now:
+            _, seq, item = heapq.heappop(self._waiting)
+            heapq.heappush(self._ready, (self._priority(item), seq, item))
 
     def next_ready_in(self) -> float | None:
-        if not self._heap:
+        self._promote()
+        if self._ready:
+            return 0.0
+        if not self._waiting:
             return None
-        return max(0.0, self._heap[0][0] - self._clock())
+        return max(0.0, self._waiting[0][0] - self._clock())
 
     async def get(self) -> T:
         while True:
             wait = self.next_ready_in()
             if wait == 0.0:
-                return heapq.heappop(self._heap)[2]
+                return heapq.heappop(self._ready)[2]
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), wait)

@@ -260,9 +260,17 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
                              str(tmp_path / "demo"), "--hours", "2"], capture_output=True,
                             text=True, timeout=120, cwd=REPO, env=cli_env())
     assert result.returncode == 0, result.stderr
-    parts = list((tmp_path / "demo" / "raw").rglob("part-*.csv.gz"))
+    lake = tmp_path / "demo" / "lake"
+    parts = list(lake.glob("ai=*/**/part-*.csv.gz"))
     assert len(parts) == 2 * 3 * 2
-    assert len(list((tmp_path / "demo" / "raw").rglob("_SUCCESS"))) == 6
-    assert "zcat" in result.stderr and "simulator stopped" in result.stderr
-    assert "newest hour complete for every type" in result.stderr
+    assert len(list(lake.glob("ai=*/**/_SUCCESS"))) == 6
+    # A dashboard's charts (yesterday), the segment's users (today), its CDP export (today).
+    charts = list(lake.glob("reports/project_uid=demoPj01/report=chart/id=*/date=*/data.csv"))
+    assert charts and all((c.parent / "_SUCCESS").exists() for c in charts)
+    assert list(lake.glob("reports/*/report=segment_users/id=demoSg01/date=*/_SUCCESS"))
+    assert list(lake.glob("cdp/export=segment_users/id=demoSg01/date=*/part-00000.*"))
+    # Results on stdout, what it is doing on stderr.
+    assert "zcat" in result.stdout and "read_csv" in result.stdout
+    assert "newest hour complete for every type" in result.stdout
+    assert "simulators stopped" in result.stderr and "zcat" not in result.stderr
     assert os.path.exists(tmp_path / "demo" / "config.yaml")

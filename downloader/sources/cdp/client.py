@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from downloader.config.model import CdpConfig
+from downloader.core.constants import CONNECT_TIMEOUT_SECONDS
 from downloader.core.policy import Action, Decision, connection_cause, parse_retry_after
 from downloader.core.ratelimit import RateLimiter
 from downloader.sources.cdp.documents import GraphQLRequest
@@ -36,9 +37,6 @@ from downloader.sources.cdp.protocol import (
 )
 from downloader.sources.cdp.tokens import TokenKeeper, TokenUnavailable, WrongApiKey
 
-# A platform that does not accept a connection within seconds is not going to: say so early
-# instead of waiting out the whole answer timeout.
-CONNECT_TIMEOUT_SECONDS = 5.0
 # A GraphQL call or token request that has not answered after this long has failed.
 CALL_TIMEOUT_SECONDS = 60.0
 

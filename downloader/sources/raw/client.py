@@ -13,15 +13,13 @@ import aiohttp
 import structlog
 
 from downloader.config.model import ApiConfig
+from downloader.core.constants import CONNECT_TIMEOUT_SECONDS
 from downloader.core.policy import Decision, classify_api, parse_retry_after, unreachable
 from downloader.core.ratelimit import RateLimiter
 from downloader.sources.raw.keys import RawJob
 
 log = structlog.get_logger("gio.api")
 
-# Connecting to the API host: refused, DNS and TLS failures are immediate; a silent host is
-# given this long before the attempt counts as "cannot reach".
-CONNECT_TIMEOUT_SECONDS = 5.0
 _LINK = re.compile(r"https?://\S+")
 
 

@@ -35,6 +35,8 @@ def http_decision(reply: Reply, what: str) -> Decision | None:
     """None for a 200; otherwise what to do about the answer."""
     if reply.status == 200:
         return None
+    if reply.unreachable is not None:
+        return Decision(Action.RETRY, reply.unreachable, unreachable=True)
     if reply.status == 404:
         return Decision(Action.FAIL, f"{what}: not found (HTTP 404)")
     if reply.status in (401, 403):

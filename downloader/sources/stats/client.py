@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from downloader.config.model import ApiConfig
-from downloader.core.constants import DEFAULT_RATE_LIMIT_PER_SECOND
-from downloader.core.policy import parse_retry_after
+from downloader.core.constants import CONNECT_TIMEOUT_SECONDS, DEFAULT_RATE_LIMIT_PER_SECOND
+from downloader.core.policy import parse_retry_after, unreachable
 from downloader.core.ratelimit import RateLimiter
 from downloader.sources.stats.protocol import Request
 
@@ -29,6 +29,7 @@ class Reply:
     status: int | None
     body: bytes = field(default=b"", repr=False)
     retry_after: float | None = None
+    unreachable: str | None = None  # no answer: the host could not be reached, and why
 
 
 class StatsClient:
@@ -42,7 +43,8 @@ class StatsClient:
         self._headers = {"Authorization": f"Token {api.token}", "Accept": "application/json"}
         if api.client_id:
             self._headers["X-Client-Id"] = api.client_id
-        self._timeout = aiohttp.ClientTimeout(total=api.timeout_seconds)
+        self._timeout = aiohttp.ClientTimeout(total=api.timeout_seconds,
+                                              sock_connect=CONNECT_TIMEOUT_SECONDS)
         self._per_item: dict[str, RateLimiter] = {}
 
     def _item_limiter(self, item: str) -> RateLimiter:
@@ -66,6 +68,8 @@ class StatsClient:
             if retry_after is not None and status in (429, 503):
                 self._limiter.pause(retry_after)
             return Reply(status, body, retry_after)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            return Reply(None, unreachable=unreachable(self._base_url, exc).reason)
         except (TimeoutError, aiohttp.ClientError, OSError):
             status = None
             return Reply(None)
