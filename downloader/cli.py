@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -121,10 +122,13 @@ def _range(args: argparse.Namespace, cfg: Config, now: datetime) -> tuple[dateti
 
 
 def preflight(cfg: Config) -> None:
-    """Checks that need the file system but write nothing."""
-    check_writable(cfg.checkpoint, "checkpoint", is_dir=False)
-    if cfg.storage.scheme == "file":
-        check_writable(cfg.storage.local_root, "storage.url", is_dir=True)
+    """Checks that need the file system but write nothing; a failure names the config file."""
+    try:
+        check_writable(cfg.checkpoint, "checkpoint", is_dir=False)
+        if cfg.storage.scheme == "file":
+            check_writable(cfg.storage.local_root, "storage.url", is_dir=True)
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg.path}: {exc}") from None
 
 
 def cmd_backfill(args: argparse.Namespace, clock: Clock) -> int:
@@ -213,6 +217,19 @@ def cmd_simulate(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
+    try:
+        code = _main(argv, clock)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`status | head`): not an error of ours. Point stdout at
+        # /dev/null so that the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None, clock: Clock | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         try:

@@ -87,7 +87,7 @@ def write_config(tmp_path: Path, sim_url: str, **sections: Any) -> Path:
         "retry": {"initial_backoff_seconds": 0.05, "max_backoff_seconds": 0.5,
                   "max_attempts": 8},
         "schedule": {"running_poll_max_seconds": 0.1},
-        "log": {"format": "json"},
+        "log": {"format": "json", "level": "debug"},
     }
     for name, value in sections.items():
         if isinstance(value, dict) and isinstance(cfg.get(name), dict):

@@ -137,12 +137,13 @@ def test_parse_config_matches_load_config(tmp_path: Path) -> None:
     assert parse_config(EXAMPLE, path) == load_config(path)
 
 
-def test_bundled_example_file_is_valid(tmp_path: Path) -> None:
+def test_bundled_example_file_is_valid(tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     example_file = Path(__file__).resolve().parents[1] / "config.example.yaml"
-    if not example_file.exists():
-        pytest.skip("config.example.yaml is not in the tree")
+    monkeypatch.setenv("GIO_CDP_API_KEY", "cdp-key-for-the-example")
     cfg = load_config(example_file)
-    assert cfg.api.token == TOKEN
+    assert cfg.api is not None and cfg.api.token == TOKEN
+    assert cfg.cdp is not None and cfg.cdp.api_key == "cdp-key-for-the-example"
     assert cfg.projects[0].ai == "0a1b2c3d"
 
 

@@ -224,6 +224,6 @@ def check_writable(path: Path, what: str, is_dir: bool) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise ConfigError(f"{what}: {base} is not writable ({exc.strerror})") from None
+        raise ConfigError(f"{what}: cannot create files in {base} ({exc.strerror})") from None
     if not is_dir and path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{what}: {path} is not writable")

@@ -14,6 +14,7 @@ from typing import Any
 class Stats:
     started: float = field(default_factory=time.monotonic)
     jobs_total: int = 0
+    partitions_total: int = 0  # queued by this run (known as soon as the run is planned)
     jobs_finished: int = 0
     partitions_done: int = 0
     partitions_failed: int = 0
@@ -61,6 +62,7 @@ class Stats:
     def snapshot(self) -> dict[str, Any]:
         return {
             "jobs_total": self.jobs_total,
+            "partitions_total": self.partitions_total,
             "jobs_finished": self.jobs_finished,
             "partitions_done": self.partitions_done,
             "partitions_failed": self.partitions_failed,

@@ -138,6 +138,15 @@ class Checkpoint:
         self._db.close()
         self._release_lock()
 
+    def is_empty(self) -> bool:
+        return not self._do("SELECT 1 FROM partitions LIMIT 1")
+
+    def remove(self) -> None:
+        """Delete the (closed) file, its WAL files and its lock: for a checkpoint a run
+        created and never used."""
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+
     def __enter__(self) -> Checkpoint:
         return self
 

@@ -210,7 +210,7 @@ class Worker:
         self.checkpoint.done(key)
         self._counted.discard(key)
         self.stats.partitions_done += 1
-        log.info("partition done", partition=str(key), parts=len(parts),
+        log.debug("partition done", partition=str(key), parts=len(parts),
                  bytes=sum(p.size for p in parts), location=self.storage.location(folder))
 
     async def _download(self, source: Source, job: Job, keys: list[PartitionKey],

@@ -42,6 +42,9 @@ class Summary:
     still_running: list[PartitionKey] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     running_wait_minutes: float = 0.0
+    parts: int = 0  # downloaded by this run (not counting parts found complete on disk)
+    bytes: int = 0
+    seconds: float = 0.0
     interrupted: bool = False
     fatal: str | None = None
     fatal_is_config: bool = False
@@ -109,11 +112,13 @@ class Runner:
         self.checkpoint: Checkpoint | None = None
         self.session: aiohttp.ClientSession | None = None
         self.worker: Worker | None = None
+        self._new_checkpoint = False  # this run created the checkpoint file
 
     async def __aenter__(self) -> Runner:
         self.storage = open_storage(self.cfg.storage, self.cfg.downloads)
         try:
             await self.storage.check()
+            self._new_checkpoint = not self.cfg.checkpoint.exists()
             self.checkpoint = Checkpoint(self.cfg.checkpoint)
             self.session = make_session(self.cfg)
             budgets = RateBudgets(self.cfg.rate_limit_per_second)
@@ -193,7 +198,10 @@ class Runner:
             if self.storage is not None:
                 await self.storage.close()
             if self.checkpoint is not None:
+                empty = self._new_checkpoint and self.checkpoint.is_empty()
                 self.checkpoint.close()
+                if empty:  # the run never started (bad credentials): leave nothing behind
+                    self.checkpoint.remove()
 
     def reconfigure(self, cfg: Config) -> None:
         """Take a reloaded configuration (what a running process can change)."""
@@ -222,6 +230,7 @@ class Runner:
         self.active[slot] = job
         self.states.setdefault(job, JobState())
         self.stats.jobs_total += 1
+        self.stats.partitions_total += len(job.keys)
         self.idle.clear()
         self.queue.put(job, delay)
         return True
@@ -341,5 +350,11 @@ async def backfill(cfg: Config, first_hour: datetime, last_hour: datetime,
                  last_hour=last_hour.strftime("%Y%m%d%H"))
         for job in jobs:
             runner.submit(job)
-        await runner.drain(cfg.shutdown_grace_seconds)
+        try:
+            await runner.drain(cfg.shutdown_grace_seconds)
+        finally:
+            stats = runner.stats
+            summary.parts = stats.parts_done - stats.parts_recovered
+            summary.bytes = stats.bytes_done
+            summary.seconds = time.monotonic() - stats.started
         return runner.summary

@@ -18,7 +18,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -168,6 +168,13 @@ class Transfer:
         failures = quiet = 0  # attempts without progress; of them, in a row on one link
         stale_auth = False
         sized = False
+
+        def on_size(size: int) -> None:  # the part's size, as soon as its answer says it
+            nonlocal sized
+            if not sized:
+                self.stats.bytes_expected += size
+                sized = True
+
         try:
             while True:
                 generation, spec = links.get(key, index)
@@ -191,16 +198,13 @@ class Transfer:
                         else {}
                     stored: StoredPart | None = None
                     try:
-                        got = await self._fetch_into(spec, sink, headers)
+                        got = await self._fetch_into(spec, sink, headers, on_size)
                         if got.decision.action is Action.DOWNLOAD:
                             stored = await self._seal(key, index, sink, got.expected)
                     except CorruptPart as exc:
                         log.warning("corrupt part", partition=str(key), part=index,
                                     error=str(exc))
                         got = Fetched(classify_download(None, corrupt=True))
-                if got.expected is not None and not sized:
-                    self.stats.bytes_expected += got.expected
-                    sized = True
                 if stored is not None:
                     self.stats.parts_done += 1
                     return stored
@@ -250,8 +254,8 @@ class Transfer:
             raise
         return stored
 
-    async def _fetch_into(self, spec: FileSpec, sink: PartSink,
-                          extra: dict[str, str]) -> Fetched:
+    async def _fetch_into(self, spec: FileSpec, sink: PartSink, extra: dict[str, str],
+                          on_size: Callable[[int], None]) -> Fetched:
         """One GET of a part into ``sink``, resuming at its offset when the stored bytes are
         known to be of the version the server has."""
         assert spec.url is not None
@@ -266,13 +270,14 @@ class Transfer:
         try:
             async with self.session.get(spec.url, headers=headers,
                                         timeout=self._timeout) as resp:
-                return await self._take(resp, sink)
+                return await self._take(resp, sink, on_size)
         except (aiohttp.ClientError, TimeoutError, ConnectionError, ValueError):
             # ClientError covers resets, payload errors, oversized headers and redirect loops;
             # ValueError a link aiohttp cannot use. The link is never logged (it is signed).
             return Fetched(classify_download(None, broken=True))
 
-    async def _take(self, resp: aiohttp.ClientResponse, sink: PartSink) -> Fetched:
+    async def _take(self, resp: aiohttp.ClientResponse, sink: PartSink,
+                    on_size: Callable[[int], None]) -> Fetched:
         status = resp.status
         if status == 416 and sink.offset:
             _, total = content_range(resp.headers.get("Content-Range"))
@@ -301,6 +306,8 @@ class Transfer:
                 await self._reset(sink)
             expected = resp.content_length
             await sink.remember(validator, expected)
+        if expected is not None:
+            on_size(expected)
         await self._stream(resp, sink)
         if expected is not None and sink.offset < expected:
             return Fetched(classify_download(None, broken=True), expected, status)

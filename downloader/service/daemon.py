@@ -23,7 +23,7 @@ from downloader.core.partitions import window
 from downloader.core.stats import Stats
 from downloader.engine.runner import Runner
 from downloader.engine.scheduler import jobs_in_order, plan_all
-from downloader.service.logs import REDACTOR
+from downloader.service.logs import REDACTOR, set_level
 from downloader.service.progress import progress_text, report_progress
 from downloader.service.sdnotify import Notifier, watchdog_loop
 from downloader.service.sources import build_sources
@@ -40,8 +40,12 @@ STALE_HEARTBEAT_SECONDS = 30.0
 # /readyz checks the storage at most this often (an S3 check writes and deletes a probe object).
 STORAGE_CHECK_SECONDS = 60.0
 # Settings a reload cannot change in a running process.
-_RESTART_ONLY = ("api", "storage", "checkpoint", "downloads", "partitions", "health_listen",
-                 "log_format", "shutdown_grace_seconds")
+# Settings a reload cannot change in a running process: the Config field, and its YAML key.
+_RESTART_ONLY = {"api": "api", "storage": "storage", "checkpoint": "checkpoint",
+                 "downloads": "concurrency.downloads", "partitions": "concurrency.partitions",
+                 "health_listen": "health.listen", "log_format": "log.format",
+                 "shutdown_grace_seconds": "shutdown_grace_seconds", "reports": "reports",
+                 "cdp": "cdp", "read_timeout_seconds": "download.read_timeout_seconds"}
 
 
 class Daemon:
@@ -153,10 +157,15 @@ class Daemon:
             log.error("config reload failed; keeping the running config", error=str(exc))
             self.notifier.ready()
             return
-        ignored = [k for k in _RESTART_ONLY if getattr(new, k) != getattr(self.cfg, k)]
-        merged = dataclasses.replace(self.cfg, projects=new.projects, lags=new.lags,
-                                     retry=new.retry, verify=new.verify,
-                                     log_level=new.log_level)
+        ignored = [key for field, key in _RESTART_ONLY.items()
+                   if getattr(new, field) != getattr(self.cfg, field)]
+        merged = dataclasses.replace(
+            self.cfg, projects=new.projects, lags=new.lags, retry=new.retry, verify=new.verify,
+            log_level=new.log_level, report_lag_minutes=new.report_lag_minutes,
+            running_poll_max_seconds=new.running_poll_max_seconds,
+            backfill_running_wait_minutes=new.backfill_running_wait_minutes)
+        if new.log_level != self.cfg.log_level:
+            set_level(new.log_level)
         REDACTOR.set_secrets((*self.cfg.secrets, *new.secrets))
         self.cfg = merged
         self.runner.reconfigure(merged)

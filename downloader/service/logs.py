@@ -78,6 +78,12 @@ def wants_json(fmt: str, stream: TextIO) -> bool:
     return not (hasattr(stream, "isatty") and stream.isatty())
 
 
+def set_level(level: str) -> None:
+    """Change the level of the running configuration (SIGHUP's log.level)."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(
+        _LEVELS.get(level, logging.INFO)))
+
+
 def setup_logging(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (),
                   stream: TextIO | None = None) -> None:
     out = stream or sys.stdout

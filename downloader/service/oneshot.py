@@ -19,7 +19,7 @@ import structlog
 from downloader.config.model import Config
 from downloader.core.clock import Clock
 from downloader.engine.runner import Summary, backfill
-from downloader.service.progress import report_progress
+from downloader.service.progress import human_bytes, human_duration, report_progress
 from downloader.service.sources import build_sources
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -47,12 +47,27 @@ def _install_signals(stopping: asyncio.Event, main: asyncio.Task[Any]) -> list[i
     return [signal.SIGINT, signal.SIGTERM]
 
 
-def _print_summary(summary: Any) -> None:
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def summary_line(summary: Summary) -> str:
+    """``backfill: 150 partitions, 304 parts, 50.6 MiB in 27 s; 6 already done; 0 failed;
+    12 not due yet; 4 outside retention``."""
+    line = (f"backfill: {plural(len(summary.done), 'partition')}, "
+            f"{plural(summary.parts, 'part')}, {human_bytes(summary.bytes)} in "
+            f"{human_duration(summary.seconds)}; {summary.already_done} already done; "
+            f"{len(summary.failed)} failed")
+    if summary.not_due:
+        line += f"; {len(summary.not_due)} not due yet"
+    if summary.expired:
+        line += f"; {len(summary.expired)} outside retention"
+    return line
+
+
+def _print_summary(summary: Summary) -> None:
     failed = summary.failed
-    line = (f"backfill: {len(summary.done)} partitions downloaded, "
-            f"{summary.already_done} already done, {len(failed)} failed, "
-            f"{len(summary.not_due)} periods not due yet")
-    print(line, file=sys.stderr)
+    print(summary_line(summary), file=sys.stderr)
     running = set(summary.still_running)
     for key, reason in sorted(failed.items(), key=lambda kv: str(kv[0])):
         if key not in running:

@@ -16,7 +16,8 @@ def open_storage(cfg: StorageConfig, threads: int) -> Storage:
             from downloader.storage.s3 import S3Storage
         except ImportError as exc:
             raise StorageError(f"storage.url {cfg.url}: S3 storage needs aiobotocore "
-                               f"({exc.name or exc}); pip install 'gio-downloader[s3]'") from None
+                               f"({exc.name or exc}); install the s3 extra: pip install '.[s3]' in "
+                               "the checkout, or 'gio_downloader-*.whl[s3]'") from None
         return S3Storage(cfg, threads)
     raise StorageError(f"storage.url: {cfg.url}: scheme must be file:// or s3://")
 

@@ -29,7 +29,8 @@ def test_old_checkpoint_is_upgraded_and_done_hours_are_not_fetched(tmp_path: Pat
     result = run_cli("backfill", "-c", str(cfg), "--from", "2026113010", "--to", "2026113011",
                      GIO_DOWNLOADER_FAKE_NOW=NOW.isoformat())
     assert result.returncode == 0, result.stderr
-    assert "0 partitions downloaded, 4 already done" in result.stderr
+    assert "backfill: 0 partitions, 0 parts, 0 B in" in result.stderr
+    assert "; 4 already done; 0 failed" in result.stderr
     assert sim.stats.api_calls == [] and sim.stats.downloads == []
     with sqlite3.connect(checkpoint) as db:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
@@ -38,5 +39,5 @@ def test_old_checkpoint_is_upgraded_and_done_hours_are_not_fetched(tmp_path: Pat
     result = run_cli("backfill", "-c", str(cfg), "--from", "2026113012", "--to", "2026113012",
                      GIO_DOWNLOADER_FAKE_NOW=NOW.isoformat())
     assert result.returncode == 0, result.stderr
-    assert "2 partitions downloaded" in result.stderr
+    assert "backfill: 2 partitions, " in result.stderr
     assert len(sim.stats.api_calls) == 1
