@@ -8,6 +8,7 @@ answering, so this bound holds on the server's clock too, whatever the latency.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import time
 from collections import deque
@@ -81,3 +82,48 @@ class RateBudgets:
         if limiter is None:
             limiter = self._limiters[host] = RateLimiter(self.per_second)
         return limiter
+
+
+class Slots:
+    """At most ``size`` holders at once, like a semaphore, but a waiter that asks with
+    ``resuming=True`` goes before every waiter that does not: a part that already holds its
+    storage (an open file, an upload buffer) gets the next slot before a part that would open
+    new storage, so the parts that are started but not finished stay about ``size``."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = 0
+
+    @asynccontextmanager
+    async def slot(self, resuming: bool = False) -> AsyncIterator[None]:
+        await self._acquire(0 if resuming else 1)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, rank: int) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._waiters, (rank, self._seq, future))
+        try:
+            await future
+        except BaseException:
+            if future.done() and not future.cancelled():
+                self._release()  # granted while being cancelled: pass it on
+            else:
+                self._waiters = [w for w in self._waiters if w[2] is not future]
+                heapq.heapify(self._waiters)
+            raise
+
+    def _release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+                return
+        self._free += 1

@@ -35,6 +35,7 @@ from downloader.core.policy import (
     classify_download,
     parse_retry_after,
 )
+from downloader.core.ratelimit import Slots
 from downloader.core.stats import Stats
 from downloader.engine.checkpoint import Checkpoint, CheckpointError
 from downloader.engine.links import LinkSet
@@ -113,7 +114,7 @@ class Transfer:
         self.checkpoint = checkpoint
         self.stats = stats
         self.stopping = stopping
-        self.slots = asyncio.Semaphore(cfg.downloads)
+        self.slots = Slots(cfg.downloads)
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30,
                                               sock_read=cfg.read_timeout_seconds)
         self._kill_after = _seam(KILL_AFTER_BYTES_ENV)
@@ -140,7 +141,7 @@ class Transfer:
         try:
             _, spec = links.get(key, index)
             if spec.data is not None:
-                async with self.slots:
+                async with self.slots.slot():
                     sink = await self._open(source, key, index, spec)
                     return await self._inline(key, index, spec, sink)
             return await self._download(source, key, index, links)
@@ -184,7 +185,7 @@ class Transfer:
                 # The slot is held until the part is published, not just downloaded: a part
                 # whose tail is still being fsynced or uploaded keeps its buffers, so it must
                 # count against concurrency.downloads (else slow storage lets them pile up).
-                async with self.slots:
+                async with self.slots.slot(resuming=sink is not None):
                     if self.stopping.is_set():
                         raise Stopping()
                     if sink is None:

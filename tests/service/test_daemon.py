@@ -228,7 +228,7 @@ def test_health_ready_and_metrics_over_http(tmp_path: Path, start_sim,
     assert code == 200
     assert 'gio_downloader_partitions{ai="daemon01"' in metrics
     assert "gio_downloader_bytes_downloaded_total" in metrics
-    assert 'gio_downloader_api_calls_total{status="FINISHED"}' in metrics
+    assert 'gio_downloader_api_calls_total{source="raw",status="FINISHED"}' in metrics
     assert d.stop() == 0
 
 
