@@ -165,13 +165,17 @@ class Worker:
                     return Outcome("failed", decision.reason, failed_keys=tuple(keys))
             return Outcome("retry", decision.reason, self._backoff(state.polls - 1))
         if decision.action is Action.RETRY and decision.unreachable:
-            state.attempts += 1
             self.stats.api_problem = decision.reason
             log.warning("API not reachable", job=str(job), reason=decision.reason,
-                        attempt=state.attempts)
-            if self.running_wait is not None and source.name not in self.answered:
+                        attempt=state.attempts + 1)
+            if self.running_wait is None:  # the daemon keeps trying, with backoff
+                state.attempts += 1
+                self.stats.retries += 1
+                return Outcome("retry", decision.reason, self._backoff(state.attempts - 1))
+            if source.name not in self.answered:
                 # A backfill that never got an answer from this host: a few quick tries, then
-                # one line (the daemon keeps trying, with backoff, and says so in /readyz).
+                # one line. After a first answer it is a transient failure like the others.
+                state.attempts += 1
                 if state.attempts > UNREACHABLE_TRIES:
                     raise StopRun(f"{decision.reason} (check the base_url in the config and "
                                   "the network)")
