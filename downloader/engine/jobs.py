@@ -299,12 +299,10 @@ class Worker:
             await self._seal_partition(source, key, list(finished[key].values()),
                                        answer.info.get(key, {}), fetched_at[key], extra)
         if failures:
-            state.attempts += 1
+            # A part gives up only after retry.max_attempts tries of its own (fresh links
+            # included): its partition fails for this run (the daemon tries it next cycle).
             reason = "; ".join(f"{k}: {r}" for k, r in failures.items())
-            if state.attempts >= self.cfg.retry.max_attempts:
-                return Outcome("failed", reason, failed_keys=tuple(failures))
-            self.stats.retries += 1
-            return Outcome("retry", reason, self._backoff(state.attempts - 1))
+            return Outcome("failed", reason, failed_keys=tuple(failures))
         if changed or stopped:
             return Outcome("retry", "export rebuilt" if changed else "stopping")
         return Outcome("done")

@@ -69,8 +69,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _permanent(exc: OSError) -> StorageError:
-    return StorageError(f"{exc.filename or 'storage'}: {exc.strerror or exc}")
+def _permanent(exc: OSError, path: Path | None = None) -> StorageError:
+    """One line naming the file (a write or fsync error carries none: ``path`` says which)."""
+    where = exc.filename or path or "storage"
+    return StorageError(f"{where}: {exc.strerror or exc}")
 
 
 class LocalPartSink:
@@ -174,7 +176,7 @@ class LocalPartSink:
         try:
             await self._run(self._open)
         except OSError as exc:
-            raise _permanent(exc) from None
+            raise _permanent(exc, self.temp) from None
         return self
 
     async def _drain(self) -> None:
@@ -183,7 +185,7 @@ class LocalPartSink:
             try:
                 await pending
             except OSError as exc:
-                raise _permanent(exc) from None
+                raise _permanent(exc, self.temp) from None
 
     async def write(self, chunks: Sequence[bytes]) -> None:
         await self._drain()
@@ -205,7 +207,7 @@ class LocalPartSink:
         try:
             await self._run(self._truncate)
         except OSError as exc:
-            raise _permanent(exc) from None
+            raise _permanent(exc, self.temp) from None
         self.offset = 0
         self.validator = self.total = None
 
@@ -224,7 +226,7 @@ class LocalPartSink:
         try:
             stored: StoredPart = await self._run(self._seal, expected_size)
         except OSError as exc:
-            raise _permanent(exc) from None
+            raise _permanent(exc, self.temp) from None
         return stored
 
     def _publish(self) -> None:
@@ -236,7 +238,7 @@ class LocalPartSink:
         try:
             await self._run(self._publish)
         except OSError as exc:
-            raise _permanent(exc) from None
+            raise _permanent(exc, self.temp) from None
 
     async def close(self) -> None:
         try:

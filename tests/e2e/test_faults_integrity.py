@@ -228,11 +228,6 @@ def test_corrupt_gzip_part_beyond_the_attempts_fails_naming_the_part(
     assert not (folder / "_SUCCESS").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="issue #12: a corrupt part is fetched up to "
-                   "retry.max_attempts times, then the partition fails; the engine retries the "
-                   "part max_attempts times inside each of max_attempts job attempts "
-                   "(transfer.py PartFailed, then jobs.py _download state.attempts), so "
-                   "max_attempts + 1 corrupt answers are retried away")
 def test_corrupt_gzip_fetches_are_bounded_by_max_attempts(tmp_path: Path, start_sim) -> None:
     sim = start_sim(parts_per_type=1)
     sim.faults.corrupt = 3

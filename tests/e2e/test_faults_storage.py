@@ -112,10 +112,6 @@ def test_full_storage_stops_then_a_rerun_completes_without_fetching_again(
         assert not list(root.rglob(".*.partial*"))
 
 
-@pytest.mark.xfail(strict=True, reason="issue #12 asks for one line naming the path; a write "
-                   "or fsync that fails with ENOSPC raises an OSError without filename, and "
-                   "storage/local.py _permanent() then says 'storage: No space left on device' "
-                   "(LocalPartSink._drain/finish do not add the part's path)")
 def test_full_storage_line_names_the_path(tmp_path: Path, start_sim) -> None:
     sim = start_sim(parts_per_type=2, part_size=64 * 1024)
     root = tmp_path / "data"
@@ -195,10 +191,6 @@ def test_unreadable_checkpoint_exits_2_naming_the_file(tmp_path: Path, start_sim
     assert len(sim.stats.api_calls) == calls, "nothing was asked with an unreadable checkpoint"
 
 
-@pytest.mark.xfail(strict=True, reason="the unreadable-checkpoint message (engine/checkpoint.py "
-                   "explain()) tells the user to run 'gio-downloader checkpoint rebuild -c "
-                   "CONFIG', which issue #12 asks for, but cli.py has no 'checkpoint' command: "
-                   "it exits 2 with 'invalid choice'")
 def test_the_remedy_the_message_names_exists(tmp_path: Path, start_sim) -> None:
     sim = start_sim(parts_per_type=1)
     cfg = write_config(tmp_path, sim.url)
