@@ -76,7 +76,7 @@ class DelayQueue(Generic[T]):
     async def get(self) -> T:
         while True:
             wait = self.next_ready_in()
-            if wait == 0.0:
+            if self._ready:  # not ``wait == 0``: the clock moves between two readings
                 return heapq.heappop(self._ready)[2]
             self._changed.clear()
             try:

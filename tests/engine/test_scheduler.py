@@ -71,3 +71,21 @@ def test_jobs_of_several_sources_run_oldest_data_first() -> None:
     assert [(j.source, j.start) for j in order] == [
         ("raw", T0), ("reports", T0), ("raw", T0 + timedelta(hours=24)),
         ("reports", T0 + timedelta(hours=24)), ("raw", T0 + timedelta(hours=48))]
+
+
+async def test_get_when_an_item_becomes_ready_between_two_clock_readings() -> None:
+    class Stepping:
+        """Each reading is a little later than the one before, as a real clock is."""
+
+        def __init__(self) -> None:
+            self.t = 100.0
+
+        def __call__(self) -> float:
+            self.t += 0.001
+            return self.t
+
+    clock = Stepping()
+    q: DelayQueue[Job] = DelayQueue(clock)
+    q.put(job("raw", 1), delay=0.0015)  # ready between _promote()'s reading and the next one
+    async with asyncio.timeout(1):
+        assert (await q.get()).start == T0 + timedelta(hours=1)

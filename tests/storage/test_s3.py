@@ -639,7 +639,7 @@ async def test_a_failed_check_leaves_the_storage_usable() -> None:
 
 def test_missing_aiobotocore_is_a_storage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "downloader.storage.s3", None)
-    with pytest.raises(StorageError, match=r"pip install 'gio-downloader\[s3\]'"):
+    with pytest.raises(StorageError, match=r"install the s3 extra: pip install '\.\[s3\]'"):
         open_storage(StorageConfig(url="s3://bucket/prefix"), threads=1)
 
 

@@ -24,6 +24,8 @@ from downloader.sim.raw.faults import Faults
 PART_CONTENT_TYPE = "application/octet-stream"
 # Read size when streaming a part by hand (faults, throttling).
 STREAM_CHUNK = 256 * 1024
+# A cut connection is closed this long after its last byte was written.
+CUT_PAUSE_SECONDS = 0.05
 # A throttled download writes this many slices per second, so the rate is smooth.
 THROTTLE_SLICES_PER_SECOND = 20
 # Bytes inverted in the middle of a corrupted body: one run is enough to break the gzip CRC.
@@ -206,6 +208,9 @@ async def _write_bent(
     if bend.cut_after is not None:
         # End the connection mid-body. close() (unlike abort()) first flushes what was written,
         # so the client gets exactly `cut_after` bytes before the break, as on a real reset.
+        # A moment first, as a network would take: a client reading as fast as it can has the
+        # bytes before it learns of the break (aiohttp drops what it had not read by then).
+        await asyncio.sleep(CUT_PAUSE_SECONDS)
         if request.transport is not None:
             request.transport.close()
         return False
