@@ -144,10 +144,23 @@ def report_now(report: Mapping[str, Any]) -> datetime:
 def _age(export_type: str, newest: str | None, now: datetime) -> float | None:
     if newest is None:
         return None
-    fmt = "%Y%m%d%H" if export_type == "hour" else "%Y%m%d"
-    start = datetime.strptime(newest, fmt).replace(tzinfo=BEIJING)
+    try:  # (not strptime: a thousand rows per page)
+        start = datetime(int(newest[:4]), int(newest[4:6]), int(newest[6:8]),
+                         int(newest[8:10] or 0), tzinfo=BEIJING)
+    except ValueError:
+        return None
     end = start + (timedelta(hours=1) if export_type == "hour" else timedelta(days=1))
     return max(0.0, (now - end).total_seconds())
+
+
+_KNOWN = "".join(STATES)
+
+
+def _clean(cells: str) -> str:
+    """Only known letters (anything else, from a hand-edited report, shows as skipped)."""
+    if not cells.strip(_KNOWN):
+        return cells
+    return "".join(c if c in STATES else SKIPPED for c in cells)
 
 
 def sections(report: Mapping[str, Any], pattern: str | None = None) -> list[Section]:
@@ -165,12 +178,12 @@ def sections(report: Mapping[str, Any], pattern: str | None = None) -> list[Sect
         for t in project["types"]:
             item = f"{project['ai']}/{t['data_type']}"
             if keep("raw", item):
-                raw.append(Row("raw", item, t["export_type"], t.get("cells", ""),
+                raw.append(Row("raw", item, t["export_type"], _clean(t.get("cells", "")),
                                t["newest_done"], _age(t["export_type"], t["newest_done"], now)))
     if report.get("projects"):
         out.append(Section("raw", SOURCE_TITLES["raw"], raw))
     for source, items in report.get("sources", {}).items():
-        rows = [Row(source, t["item"], "day", t.get("cells", ""), t["newest_done"], None)
+        rows = [Row(source, t["item"], "day", _clean(t.get("cells", "")), t["newest_done"], None)
                 for t in items if keep(source, t["item"])]
         out.append(Section(source, SOURCE_TITLES.get(source, source), rows))
     return out
@@ -195,9 +208,8 @@ def counts(secs: Iterable[Section]) -> dict[str, int]:
     total = dict.fromkeys(STATES, 0)
     for section in secs:
         for row in section.rows:
-            for letter, run in groupby(sorted(row.cells)):
-                if letter in total:
-                    total[letter] += sum(1 for _ in run)
+            for letter in STATES:
+                total[letter] += row.cells.count(letter)
     return total
 
 

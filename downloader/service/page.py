@@ -13,14 +13,15 @@ note in ``title=``. Count cells by summing ``colspan``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from html import escape
-from itertools import groupby
 from typing import Any
 
 from downloader.service.grid import (
     FAILED,
     HOURS,
+    SKIPPED,
     STATES,
     WAITING,
     Axis,
@@ -36,6 +37,8 @@ from downloader.service.grid import (
 LATE_SECONDS = 3 * 3600
 MAX_FAILURES_LISTED = 100
 REFRESH_SECONDS = 60
+NAMES = {letter: name for letter, (name, _) in STATES.items()}
+_RUNS = re.compile(r"(.)\1*")
 # The grid's columns get at least this many pixels per hour; wider screens get more.
 MIN_HOUR_PX = 3
 LABEL_PX = 230
@@ -156,64 +159,87 @@ def _section(section: Section, axis: Axis, hover: Mapping[tuple[str, str, str], 
     if not section.rows:
         out.append(f"<tr><td colspan={axis.days * HOURS + 2} class=muted>nothing due in the "
                    "window</td></tr>")
-    days = [f"{axis.day(d):%Y-%m-%d}" for d in range(axis.days)]
-    whole_day = {letter: [f"<td class=\"c {letter}\" colspan={HOURS} title=\"{day} "
-                          f"{_e(name)}\"></td>" for day in days]
-                 for letter, (name, _) in STATES.items()}
+    grid = _Cells(axis, hover)
     for row in section.rows:
-        out.append(_row(row, axis, days, whole_day, hover))
+        out.append(_row(row, grid))
     out.append("</tbody></table></div></section>")
     return "".join(out)
 
 
-def _row(row: Row, axis: Axis, days: list[str], whole_day: Mapping[str, list[str]],
-         hover: Mapping[tuple[str, str, str], str]) -> str:
-    kind = "" if row.source != "raw" else f" <small>{_e(row.export_type)}</small>"
-    out = [f"<tr data-source=\"{_e(row.source)}\" data-item=\"{_e(row.item)}\" "
-           f"data-export=\"{_e(row.export_type)}\"><th scope=row title=\"{_e(row.source)}:"
-           f"{_e(row.item)} ({_e(row.export_type)})\">{_e(row.item)}{kind}</th>"]
-    cells = row.cells
-    hourly = row.export_type == "hour"
-    for d in range(axis.days):
-        if not hourly:
-            letter = cells[d] if d < len(cells) else "s"
+class _Cells:
+    """Renders rows' cells, remembering what repeats: a day's 24 hours without a failed or
+    waiting cell, and whole rows without one (most rows of a healthy lake look alike)."""
+
+    def __init__(self, axis: Axis, hover: Mapping[tuple[str, str, str], str]) -> None:
+        self.axis = axis
+        self.hover = hover
+        self.days = [f"{axis.day(d):%Y-%m-%d}" for d in range(axis.days)]
+        self.whole = {letter: [f"<td class=\"c {letter}\" colspan={HOURS} title=\"{day} "
+                               f"{name}\"></td>" for day in self.days]
+                      for letter, name in NAMES.items()}
+        self.chunks: dict[tuple[int, str], str] = {}
+        self.rows: dict[tuple[str, str], str] = {}
+
+    def row(self, row: Row) -> str:
+        cells, hourly = row.cells, row.export_type == "hour"
+        noted = FAILED in cells or WAITING in cells
+        key = (row.export_type, cells)
+        if not noted and key in self.rows:
+            return self.rows[key]
+        out: list[str] = []
+        for d in range(self.axis.days):
+            if not hourly:
+                letter = cells[d] if d < len(cells) else SKIPPED
+                out.append(self.note(row, d, self.days[d], HOURS)
+                           if letter in (FAILED, WAITING) else self.whole[letter][d])
+                continue
+            chunk = cells[d * HOURS:(d + 1) * HOURS].ljust(HOURS, SKIPPED)
+            html = self.chunks.get((d, chunk))
+            if html is None:
+                if FAILED in chunk or WAITING in chunk:
+                    html = self.hours(row, d, chunk)
+                else:
+                    html = self.chunks[(d, chunk)] = self.hours(row, d, chunk)
+            out.append(html)
+        text = "".join(out)
+        if not noted:
+            self.rows[key] = text
+        return text
+
+    def hours(self, row: Row, d: int, chunk: str) -> str:
+        day = self.days[d]
+        if chunk.count(chunk[0]) == HOURS and chunk[0] not in (FAILED, WAITING):
+            return self.whole[chunk[0]][d]
+        out: list[str] = []
+        for run in _RUNS.finditer(chunk):
+            letter, hour, end = run.group(1), run.start(), run.end()
             if letter in (FAILED, WAITING):
-                out.append(_note_cell(row, d, axis, days[d], hover, HOURS))
-            else:
-                out.append(whole_day.get(letter, whole_day["s"])[d])
-            continue
-        chunk = cells[d * HOURS:(d + 1) * HOURS].ljust(HOURS, "s")
-        first = chunk[0]
-        if first not in (FAILED, WAITING) and chunk.count(first) == HOURS:
-            out.append(whole_day.get(first, whole_day["s"])[d])
-            continue
-        hour = 0
-        for letter, run in groupby(chunk):
-            n = sum(1 for _ in run)
-            if letter in (FAILED, WAITING):
-                for h in range(hour, hour + n):
-                    out.append(_note_cell(row, d * HOURS + h, axis, f"{days[d]} {h:02d}:00",
-                                          hover, 1))
-            else:
-                name = STATES.get(letter, STATES["s"])[0]
-                span = f" colspan={n}" if n > 1 else ""
-                last = f"–{hour + n - 1:02d}:59" if n > 1 else ""
-                out.append(f"<td class=\"c {_e(letter)}\"{span} title=\"{days[d]} {hour:02d}:00"
-                           f"{last} {_e(name)}\"></td>")
-            hour += n
+                out.extend(self.note(row, d * HOURS + h, f"{day} {h:02d}:00", 1)
+                           for h in range(hour, end))
+            elif end - hour == 1:
+                out.append(f"<td class=\"c {letter}\" title=\"{day} {hour:02d}:00 "
+                           f"{NAMES[letter]}\"></td>")
+            else:  # letters and names are the page's own (grid.sections keeps known ones)
+                out.append(f"<td class=\"c {letter}\" colspan={end - hour} title=\"{day} "
+                           f"{hour:02d}:00–{end - 1:02d}:59 {NAMES[letter]}\"></td>")
+        return "".join(out)
+
+    def note(self, row: Row, index: int, when: str, span: int) -> str:
+        letter = row.cells[index]
+        note = self.hover.get((row.source, row.item, row.partition(index, self.axis)),
+                              NAMES[letter])
+        colspan = f" colspan={span}" if span > 1 else ""
+        return f"<td class=\"c {letter}\"{colspan} title=\"{_e(when)} {_e(note)}\"></td>"
+
+
+def _row(row: Row, grid: _Cells) -> str:
+    item, source, export = _e(row.item), _e(row.source), _e(row.export_type)
+    kind = f" <small>{export}</small>" if row.source == "raw" else ""
+    head = (f"<tr data-source=\"{source}\" data-item=\"{item}\" data-export=\"{export}\">"
+            f"<th scope=row title=\"{source}:{item} ({export})\">{item}{kind}</th>")
     late = " late" if row.export_type == "hour" and row.age_seconds is not None \
         and row.age_seconds > LATE_SECONDS else ""
-    out.append(f"<td class=\"fresh{late}\">{_e(row.freshness)}</td></tr>")
-    return "".join(out)
-
-
-def _note_cell(row: Row, index: int, axis: Axis, when: str,
-               hover: Mapping[tuple[str, str, str], str], span: int) -> str:
-    letter = row.cells[index]
-    name = STATES[letter][0]
-    note = hover.get((row.source, row.item, row.partition(index, axis)), name)
-    colspan = f" colspan={span}" if span > 1 else ""
-    return f"<td class=\"c {letter}\"{colspan} title=\"{_e(when)} {_e(note)}\"></td>"
+    return f"{head}{grid.row(row)}<td class=\"fresh{late}\">{_e(row.freshness)}</td></tr>"
 
 
 def _waiting(report: Mapping[str, Any]) -> str:
