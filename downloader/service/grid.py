@@ -234,7 +234,13 @@ def _split(item: str) -> tuple[str, str]:
     return (head, tail) if sep else ("", item)
 
 
+_CONTROL = {c: "?" for c in [*range(32), *range(127, 160)]}
+
+
 def _fit(text: str, width: int) -> str:
+    """A label: control characters (an id is config or API data; it must not drive the
+    terminal) shown as ?, cut to ``width``."""
+    text = text.translate(_CONTROL)
     return text.ljust(width) if len(text) <= width else text[:width - 1] + "…"
 
 
@@ -246,8 +252,9 @@ def render_terminal(report: Mapping[str, Any], width: int = 80, color: bool = Fa
     axis = Axis.from_json(report["grid"])
     secs = [s for s in sections(report, pattern) if s.rows]
     now = report_now(report)
-    lines = [f"gio-downloader status at {now:%Y-%m-%d %H:%M} Beijing (UTC+8), "
-             f"window from {report['window_first_hour']}",
+    first = report["window_first_hour"]
+    lines = [f"status at {now:%Y-%m-%d %H:%M} Beijing (UTC+8); window from "
+             f"{first[:4]}-{first[4:6]}-{first[6:8]} {first[8:10]}:00",
              "  ".join(f"{_paint(letter, color)} {name}" for letter, (name, _) in STATES.items())]
     if not secs:
         lines.append("")
@@ -293,7 +300,7 @@ def _hourly(title: str, rows: Sequence[Row], axis: Axis, width: int, color: bool
             "".join(f"{h:<6}" for h in range(0, HOURS, 6)) for _ in days).rstrip())
         for group, members in _grouped(rows):
             if group:
-                out.append(group)
+                out.append(group.translate(_CONTROL))
             for r in members:
                 cells = " ".join(_paint(r.cells[d * HOURS:(d + 1) * HOURS], color)
                                  for d in days)
@@ -316,7 +323,7 @@ def _daily(title: str, rows: Sequence[Row], axis: Axis, width: int, color: bool)
                    + ("  fresh" if last else ""))
         for group, members in _grouped(rows):
             if group:
-                out.append(group)
+                out.append(group.translate(_CONTROL))
             for r in members:
                 line = _fit("  " + _split(r.item)[1], label) + " " \
                     + _paint(r.cells[days[0]:days[-1] + 1], color)
