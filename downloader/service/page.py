@@ -36,6 +36,7 @@ from downloader.service.grid import (
 # A project whose freshness is above this is late (the alert rule's threshold).
 LATE_SECONDS = 3 * 3600
 MAX_FAILURES_LISTED = 100
+MAX_WAITING_LISTED = 10  # the longest waits; the cells show every one
 REFRESH_SECONDS = 60
 NAMES = {letter: name for letter, (name, _) in STATES.items()}
 _RUNS = re.compile(r"(.)\1*")
@@ -246,13 +247,18 @@ def _waiting(report: Mapping[str, Any]) -> str:
     rows = report.get("waiting", [])
     if not rows:
         return ""
-    out = ["<section id=waiting><h2>Being built</h2><table class=list><thead><tr>"
+    out = ["<section id=waiting><h2>Being built (longest waits)</h2><table class=list><thead><tr>"
            "<th>partition</th><th>since</th><th>polls</th><th>last answer</th></tr></thead>"
            "<tbody>"]
-    for w in rows[:MAX_FAILURES_LISTED]:
+    rows = sorted(rows, key=lambda w: -int(w.get("seconds") or 0))
+    for w in rows[:MAX_WAITING_LISTED]:
         out.append(f"<tr><td>{_e(w['partition'])}</td><td>{_e(w['since'])}</td>"
                    f"<td>{_e(w['polls'])}</td><td>{_e(w['reason'])}</td></tr>")
-    out.append("</tbody></table></section>")
+    out.append("</tbody></table>")
+    if len(rows) > MAX_WAITING_LISTED:
+        out.append(f"<p class=muted>… and {len(rows) - MAX_WAITING_LISTED} more (the cells "
+                   "show them all).</p>")
+    out.append("</section>")
     return "".join(out)
 
 
