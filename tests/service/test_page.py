@@ -318,3 +318,42 @@ async def test_page_and_status_json_over_http(real_report: dict[str, Any],
                 assert "checkpoint could not be read" in await resp.text()
     finally:
         await server.stop()
+
+
+def test_demo_serve_prints_the_page_url_and_serves_it(tmp_path: Path) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from conftest import REPO, cli_env
+
+    proc = subprocess.Popen([sys.executable, "-m", "downloader", "demo", "--dir",
+                             str(tmp_path / "demo"), "--hours", "1", "--serve", "60"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, env=cli_env())
+    try:
+        assert proc.stderr is not None
+        url = None
+        for line in proc.stderr:
+            found = re.search(r"the status page is at (http://127\.0\.0\.1:\d+/)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url is not None, "the demo printed no URL"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            page = r.read().decode()
+        assert r.status == 200 and "demo0001/page" in page and "<script" not in page
+        with urllib.request.urlopen(url + "status.json", timeout=10) as r:
+            assert json.load(r)["projects"][0]["ai"] == "demo0001"
+        proc.send_signal(signal.SIGINT)  # a person's Ctrl-C
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=30) == 0
+        assert "status page stopped" in rest and "Traceback" not in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
