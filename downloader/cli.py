@@ -72,10 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
                                      "./gio-demo-data (no credentials needed)")
     dm.add_argument("--dir", default="gio-demo-data", help="where to put data and checkpoint")
     dm.add_argument("--hours", type=int, default=3, help="how many hours to download")
+    dm.add_argument("--serve", type=float, nargs="?", const=600.0, default=None,
+                    metavar="SECONDS",
+                    help="then serve the status page on loopback for this long (default "
+                         "600 s; Ctrl-C stops it)")
 
     st = sub.add_parser("status", help="show done / pending / failed partitions")
     st.add_argument("-c", "--config", required=True, help="YAML configuration file")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
+    shown = st.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="machine-readable output")
+    shown.add_argument("--grid", action="store_true",
+                       help="one letter per partition (an hour, or a day), coloured on a "
+                            "terminal; days fold to fit the width")
+    st.add_argument("--item", metavar="GLOB",
+                    help="with --grid: only the items matching this shell pattern, e.g. "
+                         "'ai01/*' or 'reports:*'")
+    st.add_argument("--width", type=int, metavar="COLUMNS",
+                    help="with --grid: the line width (default: the terminal's, else 80)")
 
     cp = sub.add_parser("checkpoint", help="maintain the checkpoint")
     cp_sub = cp.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -157,18 +170,36 @@ def cmd_demo(args: argparse.Namespace, clock: Clock) -> int:
 
     if args.hours < 1 or args.hours > 48:
         raise UsageError("gio-downloader demo: --hours must be between 1 and 48")
-    return run_demo(args.dir, args.hours, clock)
+    if args.serve is not None and not 0 < args.serve <= 86400:
+        raise UsageError("gio-downloader demo: --serve takes 1 to 86400 seconds")
+    return run_demo(args.dir, args.hours, clock, serve_seconds=args.serve)
 
 
 def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
+    import os
+    import shutil
+
+    from downloader.service.grid import render_terminal, sections
     from downloader.service.sources import planning_sources
     from downloader.service.status import build_status, format_status
 
+    if (args.item or args.width is not None) and not args.grid:
+        raise UsageError("gio-downloader status: --item and --width go with --grid")
+    if args.width is not None and not 40 <= args.width <= 1000:
+        raise UsageError("gio-downloader status: --width must be between 40 and 1000")
     cfg = load_config(args.config)
     with Checkpoint(cfg.checkpoint, readonly=True) as checkpoint:
         report = build_status(cfg, checkpoint, clock.now(), planning_sources(cfg))
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
+    elif args.grid:
+        if args.item and not any(s.rows for s in sections(report, args.item)):
+            raise UsageError(f"gio-downloader status: no item matches {args.item!r} (items "
+                             "look like 'ai/data_type', 'uid/chart/id', 'kind/id')")
+        tty = sys.stdout.isatty()
+        width = args.width or (shutil.get_terminal_size((80, 24)).columns if tty else 80)
+        color = tty and not os.environ.get("NO_COLOR")
+        print(render_terminal(report, width, color, args.item))
     else:
         print(format_status(report))
     return EXIT_OK

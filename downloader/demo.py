@@ -9,6 +9,8 @@ commands) go to stdout; what it is doing goes to stderr.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -16,8 +18,10 @@ from typing import Any, TextIO
 
 import yaml
 
+from downloader.config.model import Config
 from downloader.core.clock import Clock
 from downloader.core.partitions import DAY, HOUR, floor_day, floor_hour
+from downloader.core.stats import Stats
 
 DEMO_TYPES = ["visit", "page", "custom_event"]
 DEMO_AI = "demo0001"
@@ -55,8 +59,48 @@ def _write(path: Path, cfg: dict[str, Any]) -> Path:
     return path
 
 
+class CheckpointStatus:
+    """What the health listener serves after the demo: the checkpoint, read-only (nothing is
+    downloading any more, so there are no live counters and the heartbeat is always fresh)."""
+
+    def __init__(self, cfg: Config, clock: Clock) -> None:
+        self.cfg = cfg
+        self.clock = clock
+
+    def stats(self) -> Stats:
+        return Stats()
+
+    def status_report(self) -> dict[str, Any]:
+        from downloader.engine.checkpoint import Checkpoint
+        from downloader.service.sources import planning_sources
+        from downloader.service.status import build_status
+
+        with Checkpoint(self.cfg.checkpoint, readonly=True) as cp:
+            return build_status(self.cfg, cp, self.clock.now(), planning_sources(self.cfg))
+
+    async def readiness(self) -> list[tuple[str, bool, str]]:
+        return [("demo", True, "the demo is over; nothing is downloading")]
+
+    def heartbeat_age(self) -> float:
+        return 0.0
+
+
+async def serve_status(cfg: Config, clock: Clock, seconds: float, stream: TextIO) -> None:
+    """The status page of the demo's checkpoint on a free loopback port, for ``seconds``."""
+    from downloader.service.health import HealthServer
+
+    server = HealthServer("127.0.0.1:0", CheckpointStatus(cfg, clock))
+    await server.start()
+    try:
+        print(f"\ndemo: the status page is at {server.url}/ (its data: {server.url}/status.json)"
+              f"\ndemo: serving it for {seconds:g} s; Ctrl-C stops it", file=stream, flush=True)
+        await asyncio.sleep(seconds)
+    finally:
+        await server.stop()
+
+
 def run_demo(out_dir: str, hours: int, clock: Clock, stream: TextIO = sys.stderr,
-             results: TextIO = sys.stdout) -> int:
+             results: TextIO = sys.stdout, serve_seconds: float | None = None) -> int:
     from downloader.config.load import load_config
     from downloader.service.logs import setup_logging
     from downloader.service.oneshot import backfill_and_report, run_async
@@ -98,11 +142,15 @@ def run_demo(out_dir: str, hours: int, clock: Clock, stream: TextIO = sys.stderr
         code = max(code, run_async(backfill_and_report(
             load_config(reports_file), yesterday, yesterday + DAY - HOUR, clock)))
         _show(out, cfg, config_file, now, results)
-        return code
     finally:
         vendor.stop()
         cdp.stop()
         print("demo: simulators stopped", file=stream)
+    if serve_seconds is not None:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_status(cfg, clock, serve_seconds, results))
+        print("demo: status page stopped", file=stream)
+    return code
 
 
 def _show(out: Path, cfg: Any, config_file: Path, now: datetime, results: TextIO) -> None:
@@ -136,3 +184,4 @@ def _show(out: Path, cfg: Any, config_file: Path, now: datetime, results: TextIO
     print(f"  python3 -c \"import duckdb; print(duckdb.sql(\\\"SELECT count(*) FROM "
           f"read_csv('{pages}', header=true, hive_partitioning=true)\\\"))\"", file=results)
     print(f"  gio-downloader status -c {config_file}", file=results)
+    print(f"  gio-downloader status -c {config_file} --grid --item '{DEMO_AI}/*'", file=results)

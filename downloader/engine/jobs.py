@@ -57,6 +57,7 @@ class JobState:
     late_polls: int = 0  # "not produced" answers after the grace period
     running_polls: int = 0  # "being built" answers in a row
     first_running: datetime | None = None  # the first "being built" answer of this run
+    running_reason: str = ""  # what the last "being built" answer said (the status page)
     jobs: int = 0  # export jobs that failed on the vendor's side
 
 
@@ -141,6 +142,7 @@ class Worker:
             now = self.clock()
             state.running_polls += 1
             state.first_running = state.first_running or now
+            state.running_reason = decision.reason
             if self.running_wait is not None and now - state.first_running >= self.running_wait:
                 minutes = round(self.running_wait.total_seconds() / 60)
                 return Outcome("failed", f"{decision.reason} after {minutes} min",

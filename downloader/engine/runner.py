@@ -74,6 +74,15 @@ class Wiring:
     stats: Stats
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A partition whose export the API is building, as the status page shows it."""
+
+    since: datetime  # the first "being built" answer of this run
+    polls: int  # "being built" answers in a row
+    reason: str  # what the last one said, e.g. "export still running"
+
+
 # Partitions last touched this long before the retention window are forgotten at start.
 PRUNE_MARGIN = timedelta(days=1)
 
@@ -221,6 +230,16 @@ class Runner:
         """One read of the checkpoint for planning."""
         assert self.checkpoint is not None
         return self.checkpoint.done_set()
+
+    def waiting(self) -> dict[PartitionKey, Waiting]:
+        """A copy of the partitions whose export is being built right now (their job was asked
+        and answered "being built", and is not finished): cheap, for the status page."""
+        out: dict[PartitionKey, Waiting] = {}
+        for job, state in list(self.states.items()):
+            if state.first_running is not None:
+                seen = Waiting(state.first_running, state.running_polls, state.running_reason)
+                out.update((key, seen) for key in job.keys)
+        return out
 
     def submit(self, job: Job, delay: float = 0.0) -> bool:
         """Queue a job unless the same one is already queued or running."""

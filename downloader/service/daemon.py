@@ -67,7 +67,7 @@ class Daemon:
     def status_report(self) -> dict[str, Any]:
         assert self.runner.checkpoint is not None
         return build_status(self.cfg, self.runner.checkpoint, self.clock.now(),
-                            list(self.runner.sources.values()))
+                            list(self.runner.sources.values()), self.runner.waiting())
 
     def heartbeat_age(self) -> float:
         return time.monotonic() - self.last_beat

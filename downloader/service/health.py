@@ -1,4 +1,6 @@
-"""The daemon's optional HTTP listener: ``/healthz``, ``/readyz`` and Prometheus ``/metrics``.
+"""The daemon's optional HTTP listener: ``/healthz``, ``/readyz``, Prometheus ``/metrics``, and
+the status page (``/``, ``/status``; :mod:`downloader.service.page`) with its data
+(``/status.json``, what ``status --json`` prints).
 
 Pure core, thin shell: :func:`metric_families` turns one snapshot (the live :class:`Stats`, the
 ``status --json`` report, the heartbeat age) into Prometheus metric families and is tested
@@ -44,6 +46,11 @@ STATUS_CACHE_SECONDS = 5.0
 SHUTDOWN_TIMEOUT_SECONDS = 1.0
 
 STATES = ("done", "pending", "failed")
+# The status page loads nothing and runs nothing: a value that escaped escaping still could not
+# run a script or call home.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                           "base-uri 'none'; form-action 'none'",
+                "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 FRESHNESS_HELP = (
     "Seconds between now and the end of the newest Beijing hour partition that is done for "
@@ -220,6 +227,9 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/", self._page)
+        app.router.add_get("/status", self._page)
+        app.router.add_get("/status.json", self._status_json)
         return app
 
     async def start(self) -> None:
@@ -257,7 +267,8 @@ class HealthServer:
         try:
             report = self.source.status_report()
         except Exception as exc:
-            log.warning("status report failed for /metrics", error=f"{type(exc).__name__}: {exc}")
+            log.warning("status report failed (metrics, status page)",
+                        error=f"{type(exc).__name__}: {exc}")
             return None
         self._status = (now, report)
         return report
@@ -294,3 +305,23 @@ class HealthServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self._registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _page(self, request: web.Request) -> web.Response:
+        from downloader.service.page import render_page, render_unavailable
+
+        report = self.cached_status_report()
+        if report is None:
+            return web.Response(status=503, content_type="text/html", headers=PAGE_HEADERS,
+                                text=render_unavailable("the checkpoint could not be read",
+                                                        __version__))
+        # Tens of milliseconds for a thousand rows: off the loop, which keeps downloading.
+        text = await asyncio.to_thread(render_page, report, __version__)
+        return web.Response(content_type="text/html", text=text, headers=PAGE_HEADERS)
+
+    async def _status_json(self, request: web.Request) -> web.Response:
+        report = self.cached_status_report()
+        if report is None:
+            return web.Response(status=503, content_type="application/json",
+                                text=json.dumps({"error": "the checkpoint could not be read"}))
+        return web.Response(content_type="application/json", headers={"Cache-Control": "no-store"},
+                            text=json.dumps(report, indent=2, ensure_ascii=False) + "\n")

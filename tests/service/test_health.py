@@ -324,7 +324,7 @@ def test_metric_families_pure(report: dict[str, Any]) -> None:
 # --- the listener ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/", "/health", "/metrics/x", "/readyz/"])
+@pytest.mark.parametrize("path", ["/index.html", "/health", "/metrics/x", "/readyz/"])
 async def test_unknown_path_is_404(server: HealthServer, http: aiohttp.ClientSession,
                                    path: str) -> None:
     assert (await get(http, server, path))[0] == 404
