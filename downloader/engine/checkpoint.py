@@ -13,6 +13,7 @@ source's (see :mod:`downloader.engine.migrate`).
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -238,6 +239,21 @@ class Checkpoint:
                      "partition FROM partitions WHERE updated_at < ?)", (cutoff,))
             self._do("DELETE FROM partitions WHERE updated_at < ?", (cutoff,))
         return int(gone)
+
+    async def done_set_off_loop(self) -> DoneSet:
+        """``done_set`` read by another connection in a worker thread: a large checkpoint does
+        not hold the event loop (downloads, the health listener) while it is read."""
+        if self._lock_fd is None:  # a read-only view (or in memory): read it here
+            return self.done_set()
+
+        def read() -> DoneSet:
+            view = Checkpoint(self.path, readonly=True)
+            try:
+                return view.done_set()
+            finally:
+                view.close()
+
+        return await asyncio.to_thread(read)
 
     def done_set(self) -> DoneSet:
         """Every done partition, for planning: one row per source and item with its partitions

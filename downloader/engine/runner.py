@@ -226,10 +226,10 @@ class Runner:
         row = self.checkpoint.get(key)
         return row is not None and row.state == "done"
 
-    def done_snapshot(self) -> DoneSet:
-        """One read of the checkpoint for planning."""
+    async def done_snapshot(self) -> DoneSet:
+        """One read of the checkpoint for planning, off the event loop."""
         assert self.checkpoint is not None
-        return self.checkpoint.done_set()
+        return await self.checkpoint.done_set_off_loop()
 
     def waiting(self) -> dict[PartitionKey, Waiting]:
         """A copy of the partitions whose export is being built right now (their job was asked
@@ -346,7 +346,7 @@ async def backfill(cfg: Config, first_hour: datetime, last_hour: datetime,
             return runner.summary
         now = clock()
         plans = plan_all(runner.sources.values(), first_hour, last_hour, now,
-                         runner.done_snapshot())
+                         await runner.done_snapshot())
         summary = runner.summary
         for name, plan in plans.items():
             summary.not_due += plan.not_due

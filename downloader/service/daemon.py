@@ -96,13 +96,13 @@ class Daemon:
             self.last_beat = time.monotonic()
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
-    def scan(self) -> int:
+    async def scan(self) -> int:
         """Queue every due partition in the retention window that is not done (oldest first),
         skipping jobs already queued and failed ones still cooling down."""
         now = self.clock.now()
         first, last = window(now, self.cfg.lags)
         plans = plan_all(self.runner.sources.values(), first, last, now,
-                         self.runner.done_snapshot())
+                         await self.runner.done_snapshot())
         jobs = jobs_in_order(plans.values())
         cooldown = 2 * self.cfg.retry.max_backoff_seconds
         mono = time.monotonic()
@@ -125,7 +125,7 @@ class Daemon:
 
     async def _schedule(self) -> None:
         while not self.runner.stopping.is_set():
-            self.scan()
+            await self.scan()
             self.wake.clear()
             moment = self.next_wake()
             log.debug("sleeping until the next partition is due", until=moment.isoformat())

@@ -256,3 +256,12 @@ def test_readonly_path_with_uri_characters(tmp_path: Path, folder: str) -> None:
     with Checkpoint(path, readonly=True) as view:
         assert KEY in view.done_set() and len(view.done_set()) == 1
     assert [p for p in _listing(tmp_path) if p not in before and "-" not in p] == []
+
+
+async def test_done_set_read_off_the_loop_sees_the_writer(cp_path: Path) -> None:
+    with Checkpoint(cp_path) as cp:
+        cp.done(KEY)
+        cp.done(key(data_type="page"))
+        cp.failed(key(data_type="vstr"), "boom", 1)
+        off = await cp.done_set_off_loop()
+        assert len(off) == 2 and KEY in off and key(data_type="vstr") not in off

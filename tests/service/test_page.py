@@ -331,12 +331,12 @@ def test_demo_serve_prints_the_page_url_and_serves_it(tmp_path: Path) -> None:
 
     proc = subprocess.Popen([sys.executable, "-m", "downloader", "demo", "--dir",
                              str(tmp_path / "demo"), "--hours", "1", "--serve", "60"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO, env=cli_env())
     try:
-        assert proc.stderr is not None
+        assert proc.stdout is not None  # the URL is a result of the demo: on stdout
         url = None
-        for line in proc.stderr:
+        for line in proc.stdout:
             found = re.search(r"the status page is at (http://127\.0\.0\.1:\d+/)", line)
             if found:
                 url = found.group(1)
@@ -348,12 +348,13 @@ def test_demo_serve_prints_the_page_url_and_serves_it(tmp_path: Path) -> None:
         with urllib.request.urlopen(url + "status.json", timeout=10) as r:
             assert json.load(r)["projects"][0]["ai"] == "demo0001"
         proc.send_signal(signal.SIGINT)  # a person's Ctrl-C
-        rest = proc.stderr.read()
-        assert proc.wait(timeout=30) == 0
+        _, rest = proc.communicate(timeout=30)
+        assert proc.returncode == 0
         assert "status page stopped" in rest and "Traceback" not in rest
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
