@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 import anyio
 import structlog
-from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
     BotoCoreError,
@@ -29,79 +28,28 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
-from downloader import __version__
 from downloader.config.model import StorageConfig
 from downloader.core.integrity import CorruptPart
 from downloader.storage.base import StorageError
 from downloader.storage.s3buffers import CRC32, MD5, Checksum, PartBuffer
+from downloader.storage.s3settings import (
+    BAD_CHECKSUM,
+    CHECK_ATTEMPTS,
+    DEFAULT_REGION,
+    DENIED,
+    MAX_ATTEMPTS,
+    NO_BUCKET,
+    NO_UPLOAD,
+    NOT_FOUND,
+    RETRY_PART,
+    WRITE_PROBE_NAME,
+    client_config,
+    error_code,
+    http_status,
+    without_userinfo,
+)
 
 log = structlog.get_logger("gio.s3")
-
-# For a custom endpoint the region is only a signing name; S3-compatible servers accept this one.
-DEFAULT_REGION = "us-east-1"
-# Retries of one S3 request (botocore's "standard" mode: throttling, 5xx, resets, timeouts).
-MAX_ATTEMPTS = 5
-# The start-up check retries little, so that a wrong endpoint is reported within seconds.
-CHECK_ATTEMPTS = 2
-CONNECT_TIMEOUT_SECONDS = 10
-READ_TIMEOUT_SECONDS = 120
-# The start-up write probe; the leading "." keeps readers (Spark, Hive, DuckDB) off it.
-# One fixed key, overwritten by every check: a policy that forbids DeleteObject leaves one.
-WRITE_PROBE_NAME = ".gio-write-probe"
-
-_DENIED = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled",
-                     "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccountProblem"})
-_NO_BUCKET = frozenset({"NoSuchBucket", "404", "NotFound"})
-_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
-_NO_UPLOAD = frozenset({"NoSuchUpload", "404", "NotFound"})
-# The server got other bytes than the ones we sent, or lost the upload: fetch the part again.
-_RETRY_PART = frozenset({"BadDigest", "InvalidDigest", "NoSuchUpload", "InvalidPart",
-                         "InvalidPartOrder", "IncompleteBody", "XAmzContentChecksumMismatch"})
-# How servers refuse a body whose checksum header does not match it (AWS and SeaweedFS say
-# BadDigest; MinIO has its own name for the x-amz-checksum-* headers).
-_BAD_CHECKSUM = frozenset({"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch"})
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "")) or \
-        str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-
-
-def _without_userinfo(url: str) -> str:
-    """The URL as it may be shown: never a user or password written into it."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")
-                          if parts.hostname else "").geturl()
-
-
-def _client_config(attempts: int, pool: int, path_style: bool) -> AioConfig:
-    options: dict[str, Any] = {
-        "retries": {"max_attempts": attempts, "mode": "standard"},
-        "max_pool_connections": pool,
-        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-        "read_timeout": READ_TIMEOUT_SECONDS,
-        "user_agent_extra": f"gio-downloader/{__version__}",
-    }
-    # Every request that carries data has a checksum header (signed), which the server checks,
-    # so botocore need not hash each 8 MiB body again on the event loop to sign it (it does so
-    # on plain-http endpoints otherwise).
-    options["s3"] = {"payload_signing_enabled": False}
-    if path_style:
-        options["s3"]["addressing_style"] = "path"
-    try:
-        # botocore >= 1.36 adds CRC checksums to every upload by default, which many
-        # S3-compatible servers reject: only send them where an operation requires one.
-        return AioConfig(request_checksum_calculation="when_required",
-                         response_checksum_validation="when_required", **options)
-    except TypeError:  # older botocore has neither option and never sends those checksums
-        return AioConfig(**options)
-
 
 class S3Bucket:
     """The requests to ``s3://bucket/prefix``, through one aiobotocore client (made on first
@@ -117,7 +65,7 @@ class S3Bucket:
         # works with older ones and tells us to use path-style addressing.
         self.endpoint = cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or \
             os.environ.get("AWS_ENDPOINT_URL") or None
-        self.endpoint_display = _without_userinfo(self.endpoint) if self.endpoint else None
+        self.endpoint_display = without_userinfo(self.endpoint) if self.endpoint else None
         self.region = cfg.region
         self._connections = connections
         self._checked = False  # the first check() passed
@@ -144,7 +92,7 @@ class S3Bucket:
         try:
             return await stack.enter_async_context(self._session.create_client(
                 "s3", region_name=self._region(), endpoint_url=self.endpoint,
-                config=_client_config(attempts, self._connections, self.endpoint is not None)))
+                config=client_config(attempts, self._connections, self.endpoint is not None)))
         except (BotoCoreError, ValueError) as exc:
             raise StorageError(f"storage.url {self.display}: {exc}") from None
 
@@ -158,12 +106,12 @@ class S3Bucket:
         """One line for the user (never credentials); CorruptPart where fetching again helps."""
         where = f"storage.url {self.display}"
         if isinstance(exc, ClientError):
-            code = _code(exc)
-            if code in _RETRY_PART:
+            code = error_code(exc)
+            if code in RETRY_PART:
                 return CorruptPart(f"{what}: {code}: {exc.response['Error'].get('Message', '')}")
             if code == "NoSuchBucket":
                 return StorageError(f"{where}: bucket {self.bucket!r} does not exist")
-            if code in _DENIED:
+            if code in DENIED:
                 return StorageError(f"{where}: access denied ({what}: {code})")
             message = exc.response.get("Error", {}).get("Message") or ""
             return StorageError(f"{where}: {what} failed: {code} {message}".rstrip())
@@ -222,7 +170,7 @@ class S3Bucket:
         try:
             await c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except ClientError as exc:
-            if _code(exc) not in _NO_UPLOAD:  # already gone (completed or aborted): fine
+            if error_code(exc) not in NO_UPLOAD:  # already gone (completed or aborted): fine
                 raise self._error(exc, "AbortMultipartUpload") from None
         except BotoCoreError as exc:
             raise self._error(exc, "AbortMultipartUpload") from None
@@ -240,7 +188,7 @@ class S3Bucket:
         try:
             resp = await c.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if _code(exc) in _NOT_FOUND:
+            if error_code(exc) in NOT_FOUND:
                 return None
             raise self._error(exc, f"HeadObject {self.url_of(key)}") from None
         except BotoCoreError as exc:
@@ -346,12 +294,12 @@ class S3Bucket:
         try:
             await c.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            code, status = _code(exc), _status(exc)
+            code, status = error_code(exc), http_status(exc)
             where = f"storage.url {self.display}"
-            if code in _NO_BUCKET or status == 404:
+            if code in NO_BUCKET or status == 404:
                 raise StorageError(f"{where}: bucket {self.bucket!r} does not exist "
                                    f"at {self.endpoint_display or 'AWS S3'}") from None
-            if code in _DENIED or status == 403:
+            if code in DENIED or status == 403:
                 raise StorageError(f"{where}: access denied to bucket {self.bucket!r} "
                                    "(check the credentials and the bucket policy)") from None
             if status in (301, 307, 400):
@@ -387,7 +335,7 @@ class S3Bucket:
         try:
             await request(**kwargs, **Checksum.of(CRC32, b"not the body").request_args())
         except ClientError as exc:
-            return _code(exc) in _BAD_CHECKSUM
+            return error_code(exc) in BAD_CHECKSUM
         except BotoCoreError:
             return False
         return False

@@ -17,12 +17,11 @@ from downloader.core.constants import BEIJING
 from downloader.sim.stats.app import (
     Dashboard,
     DashboardChart,
-    RunningStatsSimulator,
     StatsFaults,
     StatsSimConfig,
     StatsSimulator,
-    start_stats_simulator,
 )
+from downloader.sim.stats.run import RunningStatsSimulator, start_stats_simulator
 from downloader.sources.stats.table import to_csv
 
 UID = "nxog09md"

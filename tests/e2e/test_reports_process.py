@@ -18,7 +18,8 @@ from test_reports import UID, assert_users, assert_windowed, folder
 from downloader.core.constants import BEIJING
 from downloader.sim.raw.app import Simulator
 from downloader.sim.raw.faults import SimConfig
-from downloader.sim.stats.app import StatsSimConfig, StatsSimulator, start_stats_simulator
+from downloader.sim.stats.app import StatsSimConfig, StatsSimulator
+from downloader.sim.stats.run import start_stats_simulator
 from downloader.sim.thread import AppThread, start_app_thread
 
 

@@ -18,13 +18,12 @@ from downloader.sim.raw.app import SimConfig, Simulator
 from downloader.sim.stats.app import (
     Dashboard,
     DashboardChart,
-    RunningStatsSimulator,
     StatsFaults,
     StatsSimConfig,
     StatsSimulator,
-    start_stats_simulator,
 )
 from downloader.sim.stats.records import StatsCall, StatsSimStats
+from downloader.sim.stats.run import RunningStatsSimulator, start_stats_simulator
 from downloader.sim.thread import start_app_thread
 from downloader.sources.stats import protocol
 from downloader.sources.stats.table import to_csv

@@ -20,9 +20,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 from aiohttp import web
 
@@ -31,6 +30,14 @@ from downloader.sim.stats import data
 from downloader.sim.stats.config import StatsFaults, StatsSimConfig
 from downloader.sim.stats.data import Dashboard, DashboardChart
 from downloader.sim.stats.links import BadLink, LinkSigner, PartRef, resolve_range, serve_bytes
+from downloader.sim.stats.outcome import (
+    Outcome,
+    bad_request,
+    json_response,
+    raw_response,
+    too_many,
+    with_early,
+)
 from downloader.sim.stats.records import LinkDownload, StatsCall, StatsSimStats
 from downloader.sim.stats.requests import (
     HASH_ID,
@@ -40,49 +47,22 @@ from downloader.sim.stats.requests import (
     parse_windowed,
 )
 from downloader.sim.stats.state import Job, JobBook, SlidingWindowAdmission, Step
-from downloader.sim.thread import AppThread, start_app_thread
 
 __all__ = [
     "Dashboard",
     "DashboardChart",
     "LinkDownload",
-    "RunningStatsSimulator",
     "StatsCall",
     "StatsFaults",
     "StatsSimConfig",
     "StatsSimStats",
     "StatsSimulator",
-    "start_stats_simulator",
 ]
 
 UNAUTHORIZED_BODY = {"message": "Unauthorized", "errors": []}  # growingio-api.md §1.6
 NOT_FOUND_BODY = {"message": "Not Found", "errors": []}
-BAD_PARAM_MSG = "请求参数不合法，"  # growingio-api.md §4, documented errorMsg texts
 JOB_FAILED_MSG = "下载出错，请您稍后重试"
 RATE_WINDOW_SECONDS = 1.0  # "2 a second" in any sliding 1-second window (exports-spec.md §0)
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    response: web.Response
-    reason: str
-    status: str | None = None
-    early: bool = False
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return _raw(data.dumps(body), status, headers=headers)
-
-
-def _raw(
-    body: bytes,
-    status: int = 200,
-    content_type: str = "application/json",
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    return web.Response(
-        body=body, status=status, content_type=content_type, charset="utf-8", headers=headers
-    )
 
 
 class StatsSimulator:
@@ -178,7 +158,7 @@ class StatsSimulator:
         r.add_get("/projects/{uid}/dashboards/{item:[^/.]+}.json", api(self._answer_dashboard))
         r.add_get("/projects/{uid}/segmentations.json", api(self._answer_segmentations))
         r.add_get("/projects/{uid}/rules.csv", api(self._answer_rules))
-        unknown = api(lambda _: _Outcome(_json(NOT_FOUND_BODY, 404), "unknown_path"))
+        unknown = api(lambda _: Outcome(json_response(NOT_FOUND_BODY, 404), "unknown_path"))
         for prefix in ("/v3/", "/projects/", "/v2/projects/"):
             r.add_route("*", prefix + "{tail:.*}", unknown)
         r.add_get("/buckets/stats-download-jobs/{tail:.+}", self._download)
@@ -194,7 +174,7 @@ class StatsSimulator:
     # -- the common gate: auth, ids, faults, rate --------------------------------------------------
 
     def _api_handler(
-        self, answer: Callable[[web.Request], _Outcome]
+        self, answer: Callable[[web.Request], Outcome]
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             return self._call(request, answer)
@@ -202,7 +182,7 @@ class StatsSimulator:
         return handler
 
     def _call(
-        self, request: web.Request, answer: Callable[[web.Request], _Outcome]
+        self, request: web.Request, answer: Callable[[web.Request], Outcome]
     ) -> web.Response:
         """Answer one API call (auth, ids, faults, rate first) and record it."""
         t = time.time()
@@ -222,25 +202,25 @@ class StatsSimulator:
         )
         return outcome.response
 
-    def _gate(self, request: web.Request, item: str | None, t: float) -> _Outcome | None:
+    def _gate(self, request: web.Request, item: str | None, t: float) -> Outcome | None:
         cfg, faults = self.config, self.config.faults
         headers = request.headers
         if (
             headers.get("Authorization") != f"Token {cfg.token}"
             or headers.get("X-Client-Id") != cfg.client_id
         ):
-            return _Outcome(_json(UNAUTHORIZED_BODY, 401), "unauthorized")
+            return Outcome(json_response(UNAUTHORIZED_BODY, 401), "unauthorized")
         if "tail" in request.match_info:
             return None  # an unknown path: answered by its own handler
         uid = request.match_info["uid"]
         if not self._known(uid, *([item] if item is not None else [])):
-            return _Outcome(_json(NOT_FOUND_BODY, 404), "not_found")
+            return Outcome(json_response(NOT_FOUND_BODY, 404), "not_found")
         if self._take("api_500"):
-            return _Outcome(web.Response(status=500, text="Internal Server Error"), "fault_500")
+            return Outcome(web.Response(status=500, text="Internal Server Error"), "fault_500")
         if self._take("api_429"):
-            return _Outcome(_too_many(faults.retry_after_seconds), "fault_429")
+            return Outcome(too_many(faults.retry_after_seconds), "fault_429")
         if faults.enforce_rate_limit and not self._admission.admit(t, item):
-            return _Outcome(_too_many(RATE_WINDOW_SECONDS), "rate_limited")
+            return Outcome(too_many(RATE_WINDOW_SECONDS), "rate_limited")
         return None
 
     def _take(self, name: str) -> bool:
@@ -267,32 +247,32 @@ class StatsSimulator:
         )
 
     @staticmethod
-    def _doing_or_failed(job: Job, step: Step) -> _Outcome:
+    def _doing_or_failed(job: Job, step: Step) -> Outcome:
         if step == "doing":
-            return _Outcome(_json({"id": job.id, "status": "doing"}), "doing", "doing")
+            return Outcome(json_response({"id": job.id, "status": "doing"}), "doing", "doing")
         body = {"id": job.id, "status": "failed", "errorMsg": JOB_FAILED_MSG}
-        return _Outcome(_json(body), "failed", "failed")
+        return Outcome(json_response(body), "failed", "failed")
 
-    def _answer_windowed(self, request: web.Request) -> _Outcome:
+    def _answer_windowed(self, request: web.Request) -> Outcome:
         m = request.match_info
         try:
             ask = parse_windowed(m["kind"], list(request.query.items()))
         except BadRequest as exc:
-            return _bad_request(exc)
+            return bad_request(exc)
         due = datetime.combine(ask.day + timedelta(days=1), datetime.min.time(), BEIJING)
         early = self.now() < due + timedelta(minutes=self.config.report_lag_minutes)
         job, step = self._job_step(request)
         if step != "finished":
-            return _with_early(self._doing_or_failed(job, step), early)
+            return with_early(self._doing_or_failed(job, step), early)
         body = self.expected_result(m["uid"], m["kind"], m["item"], ask.day, ask.interval_ms)
-        return _Outcome(_raw(body), "result", None, early)
+        return Outcome(raw_response(body), "result", None, early)
 
-    def _answer_users(self, request: web.Request) -> _Outcome:
+    def _answer_users(self, request: web.Request) -> Outcome:
         m = request.match_info
         try:
             ask = parse_users(list(request.query.items()))
         except BadRequest as exc:
-            return _bad_request(exc)
+            return bad_request(exc)
         job, step = self._job_step(request)
         if step != "finished":
             return self._doing_or_failed(job, step)
@@ -309,34 +289,36 @@ class StatsSimulator:
             for n in range(cfg.link_count)
         ]
         body = {"id": job.id, "status": "done", "downloadLinks": links, "errorMsg": ""}
-        return _Outcome(_json(body), "done", "done")
+        return Outcome(json_response(body), "done", "done")
 
     # -- v1 ------------------------------------------------------------------------------------
 
-    def _plain(self, request: web.Request, answer: Callable[[], _Outcome]) -> _Outcome:
+    def _plain(self, request: web.Request, answer: Callable[[], Outcome]) -> Outcome:
         try:
             parse_plain(list(request.query.items()))
         except BadRequest as exc:
-            return _bad_request(exc)
+            return bad_request(exc)
         return answer()
 
-    def _answer_dashboards(self, request: web.Request) -> _Outcome:
+    def _answer_dashboards(self, request: web.Request) -> Outcome:
         body = data.dashboards_body(self.dashboards_of(request.match_info["uid"]))
-        return self._plain(request, lambda: _Outcome(_raw(body), "ok"))
+        return self._plain(request, lambda: Outcome(raw_response(body), "ok"))
 
-    def _answer_dashboard(self, request: web.Request) -> _Outcome:
+    def _answer_dashboard(self, request: web.Request) -> Outcome:
         uid, item = request.match_info["uid"], request.match_info["item"]
         listed = {d.id: d for d in self.dashboards_of(uid)}
         dashboard = listed.get(item) or data.derived_dashboard(self.config.seed, uid, item)
-        return self._plain(request, lambda: _Outcome(_raw(data.dashboard_body(dashboard)), "ok"))
+        body = data.dashboard_body(dashboard)
+        return self._plain(request, lambda: Outcome(raw_response(body), "ok"))
 
-    def _answer_segmentations(self, request: web.Request) -> _Outcome:
+    def _answer_segmentations(self, request: web.Request) -> Outcome:
         body = data.segmentations_body(self.segmentations_of(request.match_info["uid"]))
-        return self._plain(request, lambda: _Outcome(_raw(body), "ok"))
+        return self._plain(request, lambda: Outcome(raw_response(body), "ok"))
 
-    def _answer_rules(self, request: web.Request) -> _Outcome:
+    def _answer_rules(self, request: web.Request) -> Outcome:
         body = self.expected_rules(request.match_info["uid"])
-        return self._plain(request, lambda: _Outcome(_raw(body, content_type="text/csv"), "ok"))
+        csv = raw_response(body, content_type="text/csv")
+        return self._plain(request, lambda: Outcome(csv, "ok"))
 
     # -- links ---------------------------------------------------------------------------------
 
@@ -389,17 +371,18 @@ class StatsSimulator:
     # -- control endpoints ----------------------------------------------------------------------
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
-        return _json(self.stats.to_json())
+        return json_response(self.stats.to_json())
 
     async def _handle_faults(self, request: web.Request) -> web.Response:
         changes = await request.json()
         known = {f.name for f in fields(StatsFaults)}
         if not isinstance(changes, dict) or not set(changes) <= known:
-            return _json({"error": f"expected an object with keys from {sorted(known)}"}, 400)
+            return json_response(
+                {"error": f"expected an object with keys from {sorted(known)}"}, 400)
         with self._lock:
             for name, value in changes.items():
                 setattr(self.config.faults, name, value)
-            return _json(asdict(self.config.faults))
+            return json_response(asdict(self.config.faults))
 
     async def _handle_clock(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -407,41 +390,6 @@ class StatsSimulator:
             raw = body["now"]
             self.set_now(None if raw is None else datetime.fromisoformat(raw))
         except (KeyError, TypeError, ValueError) as exc:
-            return _json({"error": f"expected {{'now': iso8601-with-offset | null}}: {exc}"}, 400)
-        return _json({"now": self.now().isoformat()})
-
-
-def _too_many(retry_after: float) -> web.Response:
-    body = {"message": "Too Many Requests", "errors": []}
-    return _json(body, 429, {"Retry-After": f"{retry_after:g}"})
-
-
-def _bad_request(exc: BadRequest) -> _Outcome:
-    return _Outcome(_json({"message": f"{BAD_PARAM_MSG}{exc}", "errors": []}, 400), "bad_request")
-
-
-def _with_early(outcome: _Outcome, early: bool) -> _Outcome:
-    return _Outcome(outcome.response, outcome.reason, outcome.status, early)
-
-
-# -- running it ---------------------------------------------------------------------------------
-
-
-@dataclass
-class RunningStatsSimulator:
-    url: str
-    sim: StatsSimulator
-    _server: AppThread
-
-    def stop(self) -> None:
-        """Stop the server, its thread and its loop."""
-        self._server.stop()
-
-
-def start_stats_simulator(
-    config: StatsSimConfig, host: str = "127.0.0.1", port: int = 0
-) -> RunningStatsSimulator:
-    """Run a statistics simulator in a daemon thread on its own loop; return once it accepts."""
-    sim = StatsSimulator(config)
-    server = start_app_thread(sim.make_app(), host, port, "gio-stats-simulator")
-    return RunningStatsSimulator(server.url, sim, server)
+            return json_response(
+                {"error": f"expected {{'now': iso8601-with-offset | null}}: {exc}"}, 400)
+        return json_response({"now": self.now().isoformat()})
