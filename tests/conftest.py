@@ -74,6 +74,19 @@ def past_days(days_ago: int) -> datetime:
     return today - timedelta(days=days_ago)
 
 
+PAGE_ONLY = [{"ai": "testai01", "data_types": ["page"], "export_types": ["hour"]}]
+
+
+def past_hours(count: int, day: int = 2, start: int = 4) -> list[str]:
+    """``count`` consecutive hour labels from ``start`` o'clock ``day`` days ago."""
+    base = past_days(day) + timedelta(hours=start)
+    return [hour_label(base + timedelta(hours=i)) for i in range(count)]
+
+
+def backfill_args(cfg: Path, labels: list[str]) -> tuple[str, ...]:
+    return ("backfill", "-c", str(cfg), "--from", labels[0], "--to", labels[-1])
+
+
 def write_config(tmp_path: Path, sim_url: str, **sections: Any) -> Path:
     """A config file for the simulator; keyword arguments replace or extend sections."""
     cfg: dict[str, Any] = {

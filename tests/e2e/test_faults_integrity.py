@@ -8,16 +8,15 @@ import json
 import signal
 import time
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import (
+    PAGE_ONLY,
     assert_partition_exact,
-    hour_label,
     partition_folder,
-    past_days,
+    past_hours,
     run_cli,
     sha256_file,
     write_config,
@@ -26,12 +25,7 @@ from conftest import (
 import downloader.sim.raw.app as sim_app
 
 TYPES = ["visit", "page", "custom_event"]
-PAGE_ONLY = [{"ai": "testai01", "data_types": ["page"], "export_types": ["hour"]}]
 
-
-def _hours(count: int, day: int = 2, start: int = 4) -> list[str]:
-    base = past_days(day) + timedelta(hours=start)
-    return [hour_label(base + timedelta(hours=i)) for i in range(count)]
 
 
 def _backfill(cfg: Path, labels: list[str], **env: str) -> Any:
@@ -67,7 +61,7 @@ def test_answers_without_links_are_retried_until_exact(
         setattr(sim.faults, name, value)
     setattr(sim.faults, knob, 3)
     cfg = write_config(tmp_path, sim.url)
-    labels = _hours(2)
+    labels = past_hours(2)
     result = _backfill(cfg, labels)
     assert result.returncode == 0, result.stderr
     for label in labels:
@@ -91,7 +85,7 @@ def test_answers_without_links_fail_unsealed_then_a_rerun_completes(
         setattr(sim.faults, name, value)
     setattr(sim.faults, knob, 3)  # more than max_attempts: the first run gives up
     cfg = write_config(tmp_path, sim.url, retry={"max_attempts": 2})
-    labels = _hours(1)
+    labels = past_hours(1)
     (label,) = labels
     result = _backfill(cfg, labels)
     assert result.returncode == 1, result.stderr
@@ -126,7 +120,7 @@ def test_reexport_mid_download_stores_the_new_bytes_never_a_splice(
     sim.faults.throttle_bytes_per_second = 128 * 1024
     cfg = write_config(tmp_path, sim.url, projects=PAGE_ONLY,
                        concurrency={"downloads": 1, "partitions": 1})
-    labels = _hours(1)
+    labels = past_hours(1)
     (label,) = labels
     killed = _backfill(cfg, labels, GIO_DOWNLOADER_KILL_AFTER_BYTES=str(16 * 1024))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -157,7 +151,7 @@ def test_reexport_with_fewer_parts_leaves_no_stale_part(tmp_path: Path, start_si
     sim.faults.redirect_loop = 1
     cfg = write_config(tmp_path, sim.url, projects=PAGE_ONLY, retry={"max_attempts": 1},
                        concurrency={"downloads": 1, "partitions": 1})
-    labels = _hours(1)
+    labels = past_hours(1)
     (label,) = labels
     failed = _backfill(cfg, labels)
     assert failed.returncode == 1, failed.stderr
@@ -181,7 +175,7 @@ def test_compressed_transfer_is_never_stored(tmp_path: Path, start_sim) -> None:
     sim = start_sim(parts_per_type=2)
     sim.faults.gzip_transfer = True
     cfg = write_config(tmp_path, sim.url)
-    labels = _hours(1)
+    labels = past_hours(1)
     result = _backfill(cfg, labels)
     assert result.returncode == 0, result.stderr
     for t in TYPES:
@@ -198,7 +192,7 @@ def test_corrupt_gzip_part_is_fetched_again_from_the_start(tmp_path: Path, start
     sim.faults.corrupt = 2
     cfg = write_config(tmp_path, sim.url, projects=PAGE_ONLY, download={"verify": "gzip"},
                        concurrency={"downloads": 1, "partitions": 1})
-    labels = _hours(1)
+    labels = past_hours(1)
     result = _backfill(cfg, labels)
     assert result.returncode == 0, result.stderr
     assert_partition_exact(sim.sim, tmp_path / "data", "testai01", "page", "hour", labels[0])
@@ -216,7 +210,7 @@ def test_corrupt_gzip_part_beyond_the_attempts_fails_naming_the_part(
     sim.faults.corrupt = 1000
     cfg = write_config(tmp_path, sim.url, projects=PAGE_ONLY, download={"verify": "gzip"},
                        retry={"max_attempts": 2})
-    labels = _hours(1)
+    labels = past_hours(1)
     (label,) = labels
     result = _backfill(cfg, labels)
     assert result.returncode == 1, result.stderr
@@ -233,7 +227,7 @@ def test_corrupt_gzip_fetches_are_bounded_by_max_attempts(tmp_path: Path, start_
     sim.faults.corrupt = 3
     cfg = write_config(tmp_path, sim.url, projects=PAGE_ONLY, download={"verify": "gzip"},
                        retry={"max_attempts": 2})
-    labels = _hours(1)
+    labels = past_hours(1)
     result = _backfill(cfg, labels)
     assert result.returncode == 1, result.stderr
     assert sum(d.outcome == "corrupt" for d in sim.stats.downloads) == 2
@@ -245,7 +239,7 @@ def test_stalled_body_resumes_with_range(tmp_path: Path, start_sim) -> None:
     f.stall, f.stall_after_bytes, f.stall_seconds = 1, 8 * 1024, 20.0
     cfg = write_config(tmp_path, sim.url, projects=PAGE_ONLY,
                        download={"read_timeout_seconds": 1})
-    labels = _hours(1)
+    labels = past_hours(1)
     started = time.monotonic()
     result = _backfill(cfg, labels)
     assert result.returncode == 0, result.stderr
@@ -263,7 +257,7 @@ def test_unreadable_api_answers_are_retried_and_logged_once(
     sim = start_sim(parts_per_type=1)
     sim.faults.api_garbage, sim.faults.api_garbage_kind = 3, kind
     cfg = write_config(tmp_path, sim.url)
-    labels = _hours(1)
+    labels = past_hours(1)
     result = _backfill(cfg, labels)
     assert result.returncode == 0, result.stderr
     for t in TYPES:

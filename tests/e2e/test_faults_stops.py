@@ -11,35 +11,27 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import (
+    PAGE_ONLY,
     REPO,
     TOKEN,
     assert_partition_exact,
+    backfill_args,
     cli_env,
-    hour_label,
     partition_folder,
-    past_days,
+    past_hours,
     run_cli,
     start_cli,
     write_config,
 )
 
 TYPES = ["visit", "page", "custom_event"]
-PAGE_ONLY = [{"ai": "testai01", "data_types": ["page"], "export_types": ["hour"]}]
 
 
-def _hours(count: int, day: int = 2, start: int = 4) -> list[str]:
-    base = past_days(day) + timedelta(hours=start)
-    return [hour_label(base + timedelta(hours=i)) for i in range(count)]
-
-
-def _args(cfg: Path, labels: list[str]) -> tuple[str, ...]:
-    return ("backfill", "-c", str(cfg), "--from", labels[0], "--to", labels[-1])
 
 
 def _wait(predicate: Any, what: str, timeout: float = 10) -> None:
@@ -64,8 +56,8 @@ def test_running_past_the_grace_still_lands(tmp_path: Path, start_sim) -> None:
     # Long past due, no grace, and fewer attempts than RUNNING answers: RUNNING is no failure.
     cfg = write_config(tmp_path, sim.url, retry={"not_ready_grace_minutes": 0, "max_attempts": 2},
                        schedule={"running_poll_max_seconds": 0.05})
-    labels = _hours(2)
-    result = run_cli(*_args(cfg, labels))
+    labels = past_hours(2)
+    result = run_cli(*backfill_args(cfg, labels))
     assert result.returncode == 0, result.stderr
     for label in labels:
         for t in TYPES:
@@ -80,9 +72,9 @@ def test_backfill_stops_waiting_for_running_and_says_run_again(tmp_path: Path,
     cfg = write_config(tmp_path, sim.url, projects=[
         {"ai": "testai01", "data_types": ["page"], "export_types": ["hour"]}],
         schedule={"running_poll_max_seconds": 0.1, "backfill_running_wait_minutes": 0.01})
-    labels = _hours(2)
+    labels = past_hours(2)
     started = time.monotonic()
-    result = run_cli(*_args(cfg, labels), timeout=30)
+    result = run_cli(*backfill_args(cfg, labels), timeout=30)
     assert result.returncode == 1, result.stderr
     assert time.monotonic() - started < 10
     assert "Traceback" not in result.stderr
@@ -99,9 +91,9 @@ def test_backfill_stops_waiting_for_running_and_says_run_again(tmp_path: Path,
 def test_unreachable_api_fails_fast_with_one_line(tmp_path: Path) -> None:
     port = closed_port()
     cfg = write_config(tmp_path, f"http://127.0.0.1:{port}", projects=PAGE_ONLY)
-    labels = _hours(1)
+    labels = past_hours(1)
     started = time.monotonic()
-    result = run_cli(*_args(cfg, labels), timeout=40)
+    result = run_cli(*backfill_args(cfg, labels), timeout=40)
     took = time.monotonic() - started
     assert result.returncode == 1, result.stderr
     assert took < 20, f"took {took:.1f} s"
@@ -115,9 +107,9 @@ def test_unreachable_api_fails_fast_with_one_line(tmp_path: Path) -> None:
 def test_wrong_token_stops_at_once_with_one_line(tmp_path: Path, start_sim) -> None:
     sim = start_sim(token="another-token")
     cfg = write_config(tmp_path, sim.url)
-    labels = _hours(3)
+    labels = past_hours(3)
     started = time.monotonic()
-    result = run_cli(*_args(cfg, labels))
+    result = run_cli(*backfill_args(cfg, labels))
     assert time.monotonic() - started < 10
     # Exit 2, as before the fix: a configuration error (RestartPreventExitStatus=2 in the unit).
     assert result.returncode == 2, result.stderr
@@ -136,12 +128,12 @@ def test_hundreds_of_parts_under_a_low_descriptor_limit(tmp_path: Path, start_si
     sim = start_sim(parts_per_type=300, part_size=4 * 1024)
     cfg = write_config(tmp_path, sim.url, projects=PAGE_ONLY,
                        concurrency={"downloads": 2, "partitions": 1})
-    labels = _hours(1)
+    labels = past_hours(1)
 
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
-    result = subprocess.run([sys.executable, "-m", "downloader", *_args(cfg, labels)],
+    result = subprocess.run([sys.executable, "-m", "downloader", *backfill_args(cfg, labels)],
                             capture_output=True, text=True, timeout=60, env=cli_env(),
                             cwd=REPO, preexec_fn=low_limit)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -157,8 +149,8 @@ def test_unusable_download_answers_are_retried_without_leaking_links(
     setattr(sim.faults, knob, 3)
     cfg = write_config(tmp_path, sim.url, projects=PAGE_ONLY, log={"format": "json",
                                                                    "level": "debug"})
-    labels = _hours(1)
-    result = run_cli(*_args(cfg, labels))
+    labels = past_hours(1)
+    result = run_cli(*backfill_args(cfg, labels))
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
     assert "Traceback" not in out and "ExceptionGroup" not in out
@@ -172,8 +164,8 @@ def test_unusable_download_answers_are_retried_without_leaking_links(
 def test_sigterm_with_only_queued_jobs_is_interrupted(tmp_path: Path, start_sim) -> None:
     sim = start_sim(parts_per_type=1, running_polls=10**9)
     cfg = write_config(tmp_path, sim.url, schedule={"running_poll_max_seconds": 2})
-    labels = _hours(2)
-    proc = start_cli(*_args(cfg, labels))
+    labels = past_hours(2)
+    proc = start_cli(*backfill_args(cfg, labels))
     try:
         _wait(lambda: len(sim.stats.api_calls) >= 2, "both hours answered RUNNING")
         time.sleep(0.3)  # every job is back in the queue, waiting for its next poll
@@ -193,8 +185,8 @@ def test_no_download_starts_after_sigterm(tmp_path: Path, start_sim) -> None:
     sim.faults.throttle_bytes_per_second = 64 * 1024  # one second per part
     cfg = write_config(tmp_path, sim.url, projects=PAGE_ONLY, shutdown_grace_seconds=5,
                        concurrency={"downloads": 2, "partitions": 1})
-    labels = _hours(1)
-    proc = start_cli(*_args(cfg, labels))
+    labels = past_hours(1)
+    proc = start_cli(*backfill_args(cfg, labels))
     try:
         _wait(lambda: len(sim.stats.downloads) >= 2, "two downloads")
         time.sleep(0.2)
@@ -211,7 +203,7 @@ def test_no_download_starts_after_sigterm(tmp_path: Path, start_sim) -> None:
     # The two in flight finished inside the grace period and were published.
     folder = partition_folder(tmp_path / "data", "testai01", "page", "hour", labels[0])
     assert len(list(folder.glob("part-*.csv.gz"))) == 2
-    again = run_cli(*_args(cfg, labels))
+    again = run_cli(*backfill_args(cfg, labels))
     assert again.returncode == 0, again.stderr
     assert_partition_exact(sim.sim, tmp_path / "data", "testai01", "page", "hour", labels[0])
 
@@ -227,8 +219,8 @@ def test_failed_link_refresh_is_not_repeated_by_every_waiting_part(
                        concurrency={"downloads": 1, "partitions": 1},
                        retry={"max_attempts": attempts, "initial_backoff_seconds": 0.05,
                               "max_backoff_seconds": 0.2})
-    labels = _hours(1)
-    proc = start_cli(*_args(cfg, labels))
+    labels = past_hours(1)
+    proc = start_cli(*backfill_args(cfg, labels))
     try:
         _wait(lambda: len(sim.stats.api_calls) >= 1, "the first answer")
         sim.faults.api_500 = 10**6  # every refresh fails from now on
@@ -253,8 +245,8 @@ def test_refused_download_connections_back_off_before_refreshing(
     cfg = write_config(tmp_path, sim.url, projects=PAGE_ONLY,
                        retry={"max_attempts": 8, "initial_backoff_seconds": 0.2,
                               "max_backoff_seconds": 0.4})
-    labels = _hours(1)
-    result = run_cli(*_args(cfg, labels))
+    labels = past_hours(1)
+    result = run_cli(*backfill_args(cfg, labels))
     assert result.returncode == 0, result.stderr
     assert_partition_exact(sim.sim, tmp_path / "data", "testai01", "page", "hour", labels[0])
     drops = [d for d in sim.stats.downloads if d.outcome == "dropped"]

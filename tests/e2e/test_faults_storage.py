@@ -13,32 +13,24 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import (
+    PAGE_ONLY,
     assert_partition_exact,
-    hour_label,
+    backfill_args,
     partition_folder,
-    past_days,
+    past_hours,
     run_cli,
     start_cli,
     write_config,
 )
 
 TYPES = ["visit", "page", "custom_event"]
-PAGE_ONLY = [{"ai": "testai01", "data_types": ["page"], "export_types": ["hour"]}]
 
 
-def _hours(count: int, day: int = 2, start: int = 4) -> list[str]:
-    base = past_days(day) + timedelta(hours=start)
-    return [hour_label(base + timedelta(hours=i)) for i in range(count)]
-
-
-def _args(cfg: Path, labels: list[str]) -> tuple[str, ...]:
-    return ("backfill", "-c", str(cfg), "--from", labels[0], "--to", labels[-1])
 
 
 def _checkpoint(tmp_path: Path) -> Path:
@@ -85,10 +77,10 @@ def test_full_storage_stops_then_a_rerun_completes_without_fetching_again(
     sim = start_sim(parts_per_type=2, part_size=64 * 1024)
     root = tmp_path / "data"
     cfg = write_config(tmp_path, sim.url, concurrency={"downloads": 4, "partitions": 1})
-    labels = _hours(4)
+    labels = past_hours(4)
     with full_tmpfs(root, 3 * 1024, leave_kib=600) as filler:
         started = time.monotonic()
-        result = run_cli(*_args(cfg, labels), timeout=60)
+        result = run_cli(*backfill_args(cfg, labels), timeout=60)
         assert result.returncode == 1, result.stderr
         assert time.monotonic() - started < 10
         _one_line(result.stderr, "no space left")
@@ -102,7 +94,7 @@ def test_full_storage_stops_then_a_rerun_completes_without_fetching_again(
 
         filler.unlink()
         restarted = time.time()
-        again = run_cli(*_args(cfg, labels))
+        again = run_cli(*backfill_args(cfg, labels))
         assert again.returncode == 0, again.stderr
         for label in labels:
             for t in TYPES:
@@ -116,9 +108,9 @@ def test_full_storage_line_names_the_path(tmp_path: Path, start_sim) -> None:
     sim = start_sim(parts_per_type=2, part_size=64 * 1024)
     root = tmp_path / "data"
     cfg = write_config(tmp_path, sim.url, projects=PAGE_ONLY)
-    labels = _hours(2)
+    labels = past_hours(2)
     with full_tmpfs(root, 1024, leave_kib=100):
-        result = run_cli(*_args(cfg, labels), timeout=60)
+        result = run_cli(*backfill_args(cfg, labels), timeout=60)
     assert result.returncode == 1, result.stderr
     line = _one_line(result.stderr, "no space left")
     assert str(root) in line, line
@@ -127,11 +119,11 @@ def test_full_storage_line_names_the_path(tmp_path: Path, start_sim) -> None:
 def test_full_checkpoint_disk_stops_with_one_line(tmp_path: Path, start_sim) -> None:
     sim = start_sim(parts_per_type=8, part_size=8 * 1024)
     cfg = write_config(tmp_path, sim.url, concurrency={"downloads": 4, "partitions": 2})
-    labels = _hours(6)
+    labels = past_hours(6)
     checkpoint = _checkpoint(tmp_path)
     with full_tmpfs(checkpoint.parent, 8 * 1024, leave_kib=96) as filler:
         started = time.monotonic()
-        result = run_cli(*_args(cfg, labels), timeout=60)
+        result = run_cli(*backfill_args(cfg, labels), timeout=60)
         assert result.returncode == 1, result.stderr + result.stdout[-2000:]
         assert time.monotonic() - started < 10
         line = _one_line(result.stderr, "no space left")
@@ -141,7 +133,7 @@ def test_full_checkpoint_disk_stops_with_one_line(tmp_path: Path, start_sim) -> 
             assert_partition_exact(sim.sim, tmp_path / "data", "testai01", t, "hour", label)
 
         filler.unlink()
-        again = run_cli(*_args(cfg, labels))
+        again = run_cli(*backfill_args(cfg, labels))
         assert again.returncode == 0, again.stderr
         for label in labels:
             for t in TYPES:
@@ -175,15 +167,15 @@ def test_unreadable_checkpoint_exits_2_naming_the_file(tmp_path: Path, start_sim
                                                        remedy: str) -> None:
     sim = start_sim(parts_per_type=4, part_size=32 * 1024)
     cfg = write_config(tmp_path, sim.url)
-    labels = _hours(3)
-    assert run_cli(*_args(cfg, labels)).returncode == 0
+    labels = past_hours(3)
+    assert run_cli(*backfill_args(cfg, labels)).returncode == 0
     checkpoint = _checkpoint(tmp_path)
     for extra in ("-wal", "-shm"):
         Path(f"{checkpoint}{extra}").unlink(missing_ok=True)
     damage(checkpoint)
     calls = len(sim.stats.api_calls)
-    more = _hours(4)  # one hour more than the checkpoint knows
-    result = run_cli(*_args(cfg, more))
+    more = past_hours(4)  # one hour more than the checkpoint knows
+    result = run_cli(*backfill_args(cfg, more))
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -194,14 +186,14 @@ def test_unreadable_checkpoint_exits_2_naming_the_file(tmp_path: Path, start_sim
 def test_the_remedy_the_message_names_exists(tmp_path: Path, start_sim) -> None:
     sim = start_sim(parts_per_type=1)
     cfg = write_config(tmp_path, sim.url)
-    labels = _hours(2)
-    assert run_cli(*_args(cfg, labels)).returncode == 0
+    labels = past_hours(2)
+    assert run_cli(*backfill_args(cfg, labels)).returncode == 0
     checkpoint = _checkpoint(tmp_path)
     checkpoint.rename(checkpoint.with_suffix(".broken"))
     rebuilt = run_cli("checkpoint", "rebuild", "-c", str(cfg))
     assert rebuilt.returncode == 0, rebuilt.stderr
     calls = len(sim.stats.api_calls)
-    again = run_cli(*_args(cfg, labels))
+    again = run_cli(*backfill_args(cfg, labels))
     assert again.returncode == 0 and len(sim.stats.api_calls) == calls, again.stderr
 
 
@@ -211,15 +203,15 @@ def test_second_backfill_exits_2_naming_the_lock_and_pid(tmp_path: Path, start_s
     sim = start_sim(parts_per_type=2, part_size=64 * 1024)
     sim.faults.throttle_bytes_per_second = 32 * 1024  # two seconds a part, four at once
     cfg = write_config(tmp_path, sim.url, projects=PAGE_ONLY)
-    labels = _hours(3)
-    first = start_cli(*_args(cfg, labels))
+    labels = past_hours(3)
+    first = start_cli(*backfill_args(cfg, labels))
     try:
         deadline = time.monotonic() + 10
         while not sim.stats.downloads and time.monotonic() < deadline:
             time.sleep(0.02)
         assert sim.stats.downloads, "the first backfill is downloading"
         started = time.monotonic()
-        second = run_cli(*_args(cfg, labels), timeout=30)
+        second = run_cli(*backfill_args(cfg, labels), timeout=30)
         assert time.monotonic() - started < 5
         assert second.returncode == 2, second.stderr
         lines = second.stderr.strip().splitlines()
@@ -243,8 +235,8 @@ def test_leftovers_of_unknown_partitions_are_removed_at_start(tmp_path: Path,
     sim = start_sim(parts_per_type=1)
     cfg = write_config(tmp_path, sim.url, projects=PAGE_ONLY)
     root = tmp_path / "data"
-    done, other = _hours(2)
-    assert run_cli(*_args(cfg, [done])).returncode == 0
+    done, other = past_hours(2)
+    assert run_cli(*backfill_args(cfg, [done])).returncode == 0
     # A partition the checkpoint never heard of, and a done one, with temporary files in them.
     stray = partition_folder(root, "testai01", "page", "hour", other)
     stray.mkdir(parents=True)
@@ -255,8 +247,8 @@ def test_leftovers_of_unknown_partitions_are_removed_at_start(tmp_path: Path,
     (root / "README.txt").write_text("keep me")
     (stray / "notes.partial").write_text("keep me too")
 
-    later = _hours(1, day=1)
-    result = run_cli(*_args(cfg, later))
+    later = past_hours(1, day=1)
+    result = run_cli(*backfill_args(cfg, later))
     assert result.returncode == 0, result.stderr
     assert not (stray / ".part-00000.csv.gz.partial").exists()
     assert not (sealed / ".part-00003.csv.gz.partial").exists()
