@@ -19,7 +19,7 @@ import json
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -29,6 +29,7 @@ from downloader.sim.cdp.graphql import GraphQLEndpoint
 from downloader.sim.cdp.jobs import ExpectedFile, JobBook, SimJob
 from downloader.sim.cdp.state import CdpCall, CdpFaults, CdpSimConfig, CdpStats, Outcome
 from downloader.sim.cdp.tokens import TokenBook, TokenCheck
+from downloader.sim.common import SimClock
 from downloader.sim.thread import AppThread, start_app_thread
 
 __all__ = [
@@ -66,7 +67,7 @@ class CdpSimulator:
     def __init__(self, config: CdpSimConfig) -> None:
         self.config = config
         self.stats = CdpStats()
-        self._now_override: datetime | None = None
+        self._clock = SimClock(config.clock)
         self._lock = threading.Lock()
         self.tokens = TokenBook(config, self.now)
         self.jobs = JobBook(config, self.now, self._take)
@@ -83,16 +84,10 @@ class CdpSimulator:
     # -- clock, faults, expectations -------------------------------------------------------------
 
     def now(self) -> datetime:
-        if self._now_override is not None:
-            return self._now_override
-        if self.config.clock is not None:
-            return self.config.clock()
-        return datetime.now(UTC)
+        return self._clock.now()
 
     def set_now(self, now: datetime | None) -> None:
-        if now is not None and now.tzinfo is None:
-            raise ValueError("set_now needs an aware datetime")
-        self._now_override = now
+        self._clock.set_now(now)
 
     def _take(self, name: str) -> bool:
         """Consume one count of fault counter `name`; True if it fired."""

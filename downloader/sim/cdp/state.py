@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from downloader.sim.common import max_in_window
+
 __all__ = [
     "CLIENT_FAULTS",
     "CdpCall",
@@ -158,13 +160,7 @@ class CdpStats:
 
     def max_calls_in_any_window(self, seconds: float = 1.0) -> int:
         """Most token and GraphQL calls (not downloads) in one half-open window of `seconds`."""
-        times = sorted(c.t for c in self.snapshot() if c.path != "/download")
-        best, lo = 0, 0
-        for hi, t in enumerate(times):
-            while t - times[lo] >= seconds:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best
+        return max_in_window((c.t for c in self.snapshot() if c.path != "/download"), seconds)
 
     def to_json(self) -> dict[str, Any]:
         calls = self.snapshot()

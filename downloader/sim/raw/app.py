@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from downloader.sim.common import SimClock
 from downloader.sim.raw.api import (
     BAD_PARAM_MSG,
     DEFAULT_EXPIRE_MINUTES,
@@ -62,7 +63,7 @@ class Simulator:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.stats = SimStats()
-        self._now_override: datetime | None = None
+        self._clock = SimClock(config.clock)
         self._lock = threading.Lock()
         self._polls: dict[str, int] = {}
         self._admitted: deque[float] = deque()
@@ -79,16 +80,10 @@ class Simulator:
     # -- clock, faults, helpers ---------------------------------------------------------------
 
     def now(self) -> datetime:
-        if self._now_override is not None:
-            return self._now_override
-        if self.config.clock is not None:
-            return self.config.clock()
-        return datetime.now(UTC)
+        return self._clock.now()
 
     def set_now(self, now: datetime | None) -> None:
-        if now is not None and now.tzinfo is None:
-            raise ValueError("set_now needs an aware datetime")
-        self._now_override = now
+        self._clock.set_now(now)
 
     def close(self) -> None:
         """Remove the part cache if the simulator made it (not a configured cache_dir)."""

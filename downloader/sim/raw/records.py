@@ -6,6 +6,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from downloader.sim.common import max_in_window
+
 
 @dataclass(frozen=True)
 class ApiCall:
@@ -49,13 +51,8 @@ class SimStats:
     def max_calls_in_any_window(self, seconds: float = 1.0) -> int:
         """Most API calls whose timestamps fit in one half-open window of `seconds`."""
         with self._lock:
-            times = sorted(c.t for c in self.api_calls)
-        best, lo = 0, 0
-        for hi, t in enumerate(times):
-            while t - times[lo] >= seconds:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best
+            times = [c.t for c in self.api_calls]
+        return max_in_window(times, seconds)
 
     def to_json(self) -> dict[str, Any]:
         with self._lock:

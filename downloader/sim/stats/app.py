@@ -21,11 +21,12 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, fields
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from aiohttp import web
 
 from downloader.core.constants import BEIJING
+from downloader.sim.common import SimClock
 from downloader.sim.stats import data
 from downloader.sim.stats.config import StatsFaults, StatsSimConfig
 from downloader.sim.stats.data import Dashboard, DashboardChart
@@ -69,7 +70,7 @@ class StatsSimulator:
     def __init__(self, config: StatsSimConfig) -> None:
         self.config = config
         self.stats = StatsSimStats()
-        self._now_override: datetime | None = None
+        self._clock = SimClock(config.clock)
         self._lock = threading.Lock()
         self._jobs = JobBook(config.seed)
         self._admission = SlidingWindowAdmission(config.rate_limit_per_second, RATE_WINDOW_SECONDS)
@@ -78,16 +79,10 @@ class StatsSimulator:
     # -- clock, expected content -----------------------------------------------------------------
 
     def now(self) -> datetime:
-        if self._now_override is not None:
-            return self._now_override
-        if self.config.clock is not None:
-            return self.config.clock()
-        return datetime.now(UTC)
+        return self._clock.now()
 
     def set_now(self, now: datetime | None) -> None:
-        if now is not None and now.tzinfo is None:
-            raise ValueError("set_now needs an aware datetime")
-        self._now_override = now
+        self._clock.set_now(now)
 
     def today(self) -> date:
         """The Beijing day of the simulator's clock: the day of a user-list snapshot."""

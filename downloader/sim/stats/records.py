@@ -10,6 +10,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from downloader.sim.common import max_in_window
+
 
 @dataclass(frozen=True)
 class StatsCall:
@@ -34,14 +36,6 @@ class LinkDownload:
     outcome: str  # ok, dropped, expired, bad_signature, fault_500, range_not_satisfiable
 
 
-def _max_in_window(times: list[float], seconds: float) -> int:
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= seconds:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 @dataclass
@@ -71,7 +65,7 @@ class StatsSimStats:
         """Most API calls (of one item when given) in one half-open window of `seconds`."""
         with self._lock:
             times = [c.t for c in self.calls if item is None or c.item == item]
-        return _max_in_window(times, seconds)
+        return max_in_window(times, seconds)
 
     def max_calls_per_item_in_any_window(self, seconds: float = 1.0) -> dict[str, int]:
         """The same measure for every item id that was called."""
@@ -80,7 +74,7 @@ class StatsSimStats:
             for c in self.calls:
                 if c.item is not None:
                     per_item.setdefault(c.item, []).append(c.t)
-        return {item: _max_in_window(times, seconds) for item, times in per_item.items()}
+        return {item: max_in_window(times, seconds) for item, times in per_item.items()}
 
     def to_json(self) -> dict[str, Any]:
         with self._lock:
