@@ -41,7 +41,7 @@ STALE_HEARTBEAT_SECONDS = 30.0
 STORAGE_CHECK_SECONDS = 60.0
 # Settings a reload cannot change in a running process.
 _RESTART_ONLY = ("api", "storage", "checkpoint", "downloads", "partitions", "health_listen",
-                 "log_format", "shutdown_grace_seconds")
+                 "log_format", "shutdown_grace_seconds", "sharding")
 
 
 class Daemon:
@@ -98,7 +98,7 @@ class Daemon:
         now = self.clock.now()
         first, last = window(now, self.cfg.lags)
         plans = plan_all(self.runner.sources.values(), first, last, now,
-                         self.runner.done_snapshot())
+                         self.runner.done_snapshot(), self.cfg.sharding)
         jobs = jobs_in_order(plans.values())
         cooldown = 2 * self.cfg.retry.max_backoff_seconds
         mono = time.monotonic()
@@ -185,6 +185,7 @@ class Daemon:
                     await health.start()
                     log.info("health listener", url=health.url)
                 log.info("daemon started", projects=[p.ai for p in self.cfg.projects],
+                         shard=str(self.cfg.sharding),
                          checkpoint=str(self.cfg.checkpoint))
                 self.notifier.ready("catching up")
                 async with anyio.create_task_group() as tg:

@@ -11,6 +11,7 @@ from downloader.config.model import Config
 from downloader.core.model import DoneSet, PartitionKey
 from downloader.core.partitions import Period, periods_in_range, split_due, window
 from downloader.engine.checkpoint import Checkpoint, PartitionRow
+from downloader.engine.sharding import owned_jobs
 from downloader.engine.source import Source
 from downloader.sources.raw.keys import SOURCE, item_name, parse_key
 
@@ -31,7 +32,8 @@ def build_status(cfg: Config, checkpoint: Checkpoint, now: datetime,
         due_labels[export_type] = {p.label for p in due}
     projects: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    for project in cfg.projects:
+    # Sharding: this instance's projects only (the raw source's unit is the project).
+    for project in [p for p in cfg.projects if cfg.sharding.owns(SOURCE, p.ai)]:
         types: list[dict[str, Any]] = []
         complete_hours: set[str] | None = None
         for export_type in project.export_types:
@@ -69,16 +71,20 @@ def build_status(cfg: Config, checkpoint: Checkpoint, now: datetime,
                    "attempts": r.attempts, "updated_at": r.updated_at} for r in all_failed)
     return {"checkpoint": str(cfg.checkpoint), "now": now.isoformat(timespec="seconds"),
             "window_first_hour": first.strftime("%Y%m%d%H"), "projects": projects,
-            "sources": {s.name: source_items(s, first, last, now, done, all_failed)
+            "shard": {"index": cfg.sharding.index, "count": cfg.sharding.count},
+            "sources": {s.name: source_items(s, first, last, now, done, all_failed, cfg)
                         for s in others},
             "failed": failed}
 
 
 def source_items(source: Source, first: datetime, last: datetime, now: datetime,
-                 done: DoneSet, failed: list[PartitionRow]) -> list[dict[str, Any]]:
-    """Per item of a source: due partitions in the window by state, and the newest done."""
+                 done: DoneSet, failed: list[PartitionRow],
+                 cfg: Config | None = None) -> list[dict[str, Any]]:
+    """Per item of a source (this shard's, given ``cfg``): due partitions in the window by
+    state, and the newest done."""
     due: dict[str, set[str]] = {}
-    for job in source.plan(first, last, now, DoneSet({})).jobs:
+    jobs = source.plan(first, last, now, DoneSet({})).jobs
+    for job in owned_jobs(source, cfg.sharding, jobs) if cfg is not None else jobs:
         for key in job.keys:
             due.setdefault(key.item, set()).add(key.partition)
     failed_here: dict[str, set[str]] = {}
@@ -102,6 +108,9 @@ def format_status(report: dict[str, Any]) -> str:
 
     lines = [f"checkpoint {report['checkpoint']}   now {report['now']} (Beijing)",
              f"window from {report['window_first_hour']}"]
+    shard = report.get("shard") or {"count": 1}
+    if shard["count"] > 1:
+        lines.append(f"shard {shard['index']}/{shard['count']}: this instance's items only")
     for project in report["projects"]:
         lines.append("")
         lines.append(f"project {project['ai']}")
