@@ -115,3 +115,15 @@ def test_three_shards_land_the_whole_store_once_each_within_its_budget(
     assert done_now["already_done"] == len(planned[0])
     assert not [p for p in done_now["partitions"]
                 if p["partition"].removeprefix("hour:") in labels]
+
+    # A lost checkpoint comes back from the shared store with this instance's items only.
+    state = tmp_path / "shard-1" / "state" / "checkpoint.db"
+    state.unlink()
+    rebuilt = run_cli("checkpoint", "rebuild", "-c", str(configs[1]), JOB_COMPLETION_INDEX="1")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    others = len(PROJECTS) * len(TYPES) * HOURS - len(planned[1])
+    assert f"{others} partitions belong to other shards" in rebuilt.stdout
+    db = sqlite3.connect(state)
+    items = db.execute("SELECT item, partition FROM partitions WHERE state = 'done'").fetchall()
+    db.close()
+    assert {f"{item}/{part}" for item, part in items} == planned[1]
