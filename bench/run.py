@@ -47,6 +47,10 @@ from tools import (
 )
 
 BENCH = Path(__file__).resolve().parent
+# The inflate library the downloader will use for verify: gzip in this environment.
+INFLATE = subprocess.run(
+    [sys.executable, "-c", "from downloader.core.integrity import INFLATE_NAME as n; print(n)"],
+    capture_output=True, text=True, cwd=REPO, env=python_env()).stdout.strip() or "?"
 CACHE = BENCH / ".cache"
 WORK = BENCH / "work"
 RESULTS = BENCH / "results"
@@ -150,8 +154,56 @@ def downloader_local(name: str, label: str, sim: Simulator, part: Partition,
 # --- sections ---------------------------------------------------------------------------------
 
 
+def _script(part: Partition, d: Path, *steps: str) -> list[str]:
+    """What a user would script instead: aria2c -j8, then ``steps`` over the parts in ``d``."""
+    then = " && ".join(steps)
+    return ["sh", "-c", f'"$@" && cd "$0" && {then}', str(d),
+            *aria2c_cmd(part, d, d / "links.txt")]
+
+
+def _limit(kind: str, files: list[Path]) -> Any:
+    """A one-core reference over the parts already on disk (bench/limits.py)."""
+    return lambda d: [sys.executable, str(BENCH / "limits.py"), kind, str(d / "out.json"),
+                      *map(str, files)]
+
+
+def _check_limit(part: Partition, kind: str) -> Any:
+    def verify(d: Path, sha: bool) -> tuple[bool, str, int]:
+        try:
+            out = json.loads((d / "out.json").read_text())
+        except (OSError, ValueError) as exc:
+            return False, f"no output: {exc}", 0
+        names = {part_name(int(p["index"])): p for p in part.expected}
+        if kind == "sha256":
+            bad = [n for n, p in names.items() if out.get(n) != p["sha256"]]
+        else:
+            bad = [n for n in names if not isinstance(out.get(n), int) or out[n] <= 0]
+        return not bad, f"{kind} of {bad[:2]} wrong" if bad else "", part.total_bytes
+
+    return verify
+
+
+def _check_sums(part: Partition) -> Any:
+    """The script's own SHA256SUMS must name every part with the simulator's hash."""
+    def verify(d: Path, sha: bool) -> tuple[bool, str, int]:
+        ok, note, n = verify_local(d, part, sha)
+        sums = {}
+        if (d / "SHA256SUMS").is_file():
+            for line in (d / "SHA256SUMS").read_text().splitlines():
+                digest, _, name = line.partition("  ")
+                sums[name] = digest
+        want = {part_name(int(p["index"])): p["sha256"] for p in part.expected}
+        if ok and sums != want:
+            ok, note = False, "SHA256SUMS differs from the simulator's hashes"
+        return ok, note, n
+
+    return verify
+
+
 def local_section(ctx: Ctx, sim: Simulator, part: Partition) -> Outcome:
     rm = lambda d: shutil.rmtree(d, ignore_errors=True)  # noqa: E731
+    files = _source_files(part, WORK / "s3-src")  # the same bytes, in the page cache
+    sums = "sha256sum part-*.csv.gz > SHA256SUMS"
     contenders = [
         downloader_local("downloader", "downloader -> local, verify=size", sim, part, "size"),
         Contender("curl", "curl --parallel --parallel-max 8",
@@ -179,7 +231,29 @@ def local_section(ctx: Ctx, sim: Simulator, part: Partition) -> Outcome:
                   warmup=False),
         downloader_local("downloader_gzip", "downloader -> local, verify=gzip", sim, part,
                          "gzip", warmup=False),
+        # What users script instead (issue 13): the same download, then a hash of every file
+        # for the manifest, the gzip check for verify=gzip, and sync for durability.
+        Contender("aria2c_sha", "aria2c -j8; sha256sum; sync",
+                  lambda d: _script(part, d, sums, "sync -f ."), _check_sums(part), rm,
+                  warmup=False),
+        Contender("aria2c_sha_gzip", "aria2c -j8; sha256sum; gzip -t; sync",
+                  lambda d: _script(part, d, sums, "gzip -t part-*.csv.gz", "sync -f ."),
+                  _check_sums(part), rm, warmup=False),
+        # The machine's limits on one core over the same bytes from the page cache.
+        Contender("sha256_limit", "SHA-256 of the bytes, one core (hashlib)",
+                  _limit("sha256", files), _check_limit(part, "sha256"), rm,
+                  env=python_env(), cwd=REPO, warmup=False),
+        Contender("inflate_limit", f"gzip check of the bytes, one core ({INFLATE})",
+                  _limit("inflate", files), _check_limit(part, "inflate"), rm,
+                  env=python_env(), cwd=REPO, warmup=False),
     ]
+    if INFLATE != "zlib" and not ctx.quick:
+        # One run with the standard zlib, to show what the faster inflate library gains.
+        slow = downloader_local("downloader_gzip_zlib", "downloader verify=gzip with zlib",
+                                sim, part, "gzip", warmup=False)
+        slow.env = python_env(GIO_INFLATE="zlib")
+        slow.max_rounds = 1
+        contenders.append(slow)
     return alternate(contenders, ctx.rounds, WORK, ctx.logs, {"simulator": sim.pid},
                      probe=lambda: sim_probe(sim), report=say, quiet=ctx.quiet,
                      extra_rounds=ctx.extra_rounds)
@@ -488,7 +562,15 @@ def main(argv: list[str] | None = None) -> int:
             ("downloader_gzip/curl", ratios(local, "downloader_gzip", "curl")),
             ("downloader_gzip/aria2c", ratios(local, "downloader_gzip", "aria2c")),
             ("downloader_gzip/downloader", ratios(local, "downloader_gzip", "downloader")),
+            ("downloader/aria2c_sha", ratios(local, "downloader", "aria2c_sha")),
+            ("downloader_gzip/aria2c_sha_gzip",
+             ratios(local, "downloader_gzip", "aria2c_sha_gzip")),
+            ("downloader/sha256_limit", ratios(local, "downloader", "sha256_limit")),
+            ("downloader_gzip/inflate_limit", ratios(local, "downloader_gzip", "inflate_limit")),
+            ("downloader_gzip/downloader_gzip_zlib",
+             ratios(local, "downloader_gzip", "downloader_gzip_zlib")),
         ) if v}
+        results["local"]["inflate_library"] = INFLATE
         say("S3")
         results["s3"] = s3_section(ctx, sim, part)
         if not results["s3"].get("available"):
