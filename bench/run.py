@@ -1,6 +1,8 @@
 """gio-downloader benchmark: the downloader against curl --parallel and aria2c on the bundled
-simulator, the same into S3 (SeaweedFS) against a plain multipart upload, part-size growth,
-scheduling and API calls. Figures go to bench/results/latest.json and a table to stdout.
+simulator, against the scripts users would write instead (aria2c, then sha256sum, gzip -t and
+sync) and against the machine's one-core limits for SHA-256 and the gzip check, the same into
+S3 (SeaweedFS) against a plain multipart upload, part-size growth, scheduling and API calls.
+Figures go to bench/results/latest.json and a table to stdout.
 
     python bench/run.py [--rounds 3] [--quick] [--skip-s3] [--part-mb 64] [--parts 16]
 
