@@ -29,6 +29,7 @@ from typing import Any
 import costs
 import report
 from measure import code_fingerprint, timed, wait_quiet
+from references import check_limit, check_sums, limit, script
 from rounds import Contender, Outcome, alternate, ratios
 from servers import REPO, SeaweedFS, Simulator, find_weed, python_env
 from tools import (
@@ -156,52 +157,6 @@ def downloader_local(name: str, label: str, sim: Simulator, part: Partition,
 # --- sections ---------------------------------------------------------------------------------
 
 
-def _script(part: Partition, d: Path, *steps: str) -> list[str]:
-    """What a user would script instead: aria2c -j8, then ``steps`` over the parts in ``d``."""
-    then = " && ".join(steps)
-    return ["sh", "-c", f'"$@" && cd "$0" && {then}', str(d),
-            *aria2c_cmd(part, d, d / "links.txt")]
-
-
-def _limit(kind: str, files: list[Path]) -> Any:
-    """A one-core reference over the parts already on disk (bench/limits.py)."""
-    return lambda d: [sys.executable, str(BENCH / "limits.py"), kind, str(d / "out.json"),
-                      *map(str, files)]
-
-
-def _check_limit(part: Partition, kind: str) -> Any:
-    def verify(d: Path, sha: bool) -> tuple[bool, str, int]:
-        try:
-            out = json.loads((d / "out.json").read_text())
-        except (OSError, ValueError) as exc:
-            return False, f"no output: {exc}", 0
-        names = {part_name(int(p["index"])): p for p in part.expected}
-        if kind == "sha256":
-            bad = [n for n, p in names.items() if out.get(n) != p["sha256"]]
-        else:
-            bad = [n for n in names if not isinstance(out.get(n), int) or out[n] <= 0]
-        return not bad, f"{kind} of {bad[:2]} wrong" if bad else "", part.total_bytes
-
-    return verify
-
-
-def _check_sums(part: Partition) -> Any:
-    """The script's own SHA256SUMS must name every part with the simulator's hash."""
-    def verify(d: Path, sha: bool) -> tuple[bool, str, int]:
-        ok, note, n = verify_local(d, part, sha)
-        sums = {}
-        if (d / "SHA256SUMS").is_file():
-            for line in (d / "SHA256SUMS").read_text().splitlines():
-                digest, _, name = line.partition("  ")
-                sums[name] = digest
-        want = {part_name(int(p["index"])): p["sha256"] for p in part.expected}
-        if ok and sums != want:
-            ok, note = False, "SHA256SUMS differs from the simulator's hashes"
-        return ok, note, n
-
-    return verify
-
-
 def local_section(ctx: Ctx, sim: Simulator, part: Partition) -> Outcome:
     rm = lambda d: shutil.rmtree(d, ignore_errors=True)  # noqa: E731
     files = _source_files(part, WORK / "s3-src")  # the same bytes, in the page cache
@@ -236,17 +191,17 @@ def local_section(ctx: Ctx, sim: Simulator, part: Partition) -> Outcome:
         # What users script instead (issue 13): the same download, then a hash of every file
         # for the manifest, the gzip check for verify=gzip, and sync for durability.
         Contender("aria2c_sha", "aria2c -j8; sha256sum; sync",
-                  lambda d: _script(part, d, sums, "sync -f ."), _check_sums(part), rm,
+                  lambda d: script(part, d, sums, "sync -f ."), check_sums(part), rm,
                   warmup=False),
         Contender("aria2c_sha_gzip", "aria2c -j8; sha256sum; gzip -t; sync",
-                  lambda d: _script(part, d, sums, "gzip -t part-*.csv.gz", "sync -f ."),
-                  _check_sums(part), rm, warmup=False),
+                  lambda d: script(part, d, sums, "gzip -t part-*.csv.gz", "sync -f ."),
+                  check_sums(part), rm, warmup=False),
         # The machine's limits on one core over the same bytes from the page cache.
         Contender("sha256_limit", "SHA-256 of the bytes, one core (hashlib)",
-                  _limit("sha256", files), _check_limit(part, "sha256"), rm,
+                  limit("sha256", files), check_limit(part, "sha256"), rm,
                   env=python_env(), cwd=REPO, warmup=False),
         Contender("inflate_limit", f"gzip check of the bytes, one core ({INFLATE})",
-                  _limit("inflate", files), _check_limit(part, "inflate"), rm,
+                  limit("inflate", files), check_limit(part, "inflate"), rm,
                   env=python_env(), cwd=REPO, warmup=False),
     ]
     if INFLATE != "zlib" and not ctx.quick:
