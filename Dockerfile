@@ -13,7 +13,8 @@ FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY downloader ./downloader
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# With the [s3] extra: the Kubernetes deployment (deploy/k8s) writes to a shared S3 store.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[s3]"
 
 # ---- runtime: the wheels installed offline, no compilers, no build context -----------------
 FROM python:3.11-slim-bookworm

@@ -1,6 +1,8 @@
 """gio-downloader benchmark: the downloader against curl --parallel and aria2c on the bundled
-simulator, the same into S3 (SeaweedFS) against a plain multipart upload, part-size growth,
-scheduling and API calls. Figures go to bench/results/latest.json and a table to stdout.
+simulator, against the scripts users would write instead (aria2c, then sha256sum, gzip -t and
+sync) and against the machine's one-core limits for SHA-256 and the gzip check, the same into
+S3 (SeaweedFS) against a plain multipart upload, part-size growth, scheduling and API calls.
+Figures go to bench/results/latest.json and a table to stdout.
 
     python bench/run.py [--rounds 3] [--quick] [--skip-s3] [--part-mb 64] [--parts 16]
 
@@ -27,6 +29,7 @@ from typing import Any
 import costs
 import report
 from measure import code_fingerprint, timed, wait_quiet
+from references import check_limit, check_sums, limit, script
 from rounds import Contender, Outcome, alternate, ratios
 from servers import REPO, SeaweedFS, Simulator, find_weed, python_env
 from tools import (
@@ -47,6 +50,10 @@ from tools import (
 )
 
 BENCH = Path(__file__).resolve().parent
+# The inflate library the downloader will use for verify: gzip in this environment.
+INFLATE = subprocess.run(
+    [sys.executable, "-c", "from downloader.core.integrity import INFLATE_NAME as n; print(n)"],
+    capture_output=True, text=True, cwd=REPO, env=python_env()).stdout.strip() or "?"
 CACHE = BENCH / ".cache"
 WORK = BENCH / "work"
 RESULTS = BENCH / "results"
@@ -152,6 +159,8 @@ def downloader_local(name: str, label: str, sim: Simulator, part: Partition,
 
 def local_section(ctx: Ctx, sim: Simulator, part: Partition) -> Outcome:
     rm = lambda d: shutil.rmtree(d, ignore_errors=True)  # noqa: E731
+    files = _source_files(part, WORK / "s3-src")  # the same bytes, in the page cache
+    sums = "sha256sum part-*.csv.gz > SHA256SUMS"
     contenders = [
         downloader_local("downloader", "downloader -> local, verify=size", sim, part, "size"),
         Contender("curl", "curl --parallel --parallel-max 8",
@@ -179,7 +188,29 @@ def local_section(ctx: Ctx, sim: Simulator, part: Partition) -> Outcome:
                   warmup=False),
         downloader_local("downloader_gzip", "downloader -> local, verify=gzip", sim, part,
                          "gzip", warmup=False),
+        # What users script instead (issue 13): the same download, then a hash of every file
+        # for the manifest, the gzip check for verify=gzip, and sync for durability.
+        Contender("aria2c_sha", "aria2c -j8; sha256sum; sync",
+                  lambda d: script(part, d, sums, "sync -f ."), check_sums(part), rm,
+                  warmup=False),
+        Contender("aria2c_sha_gzip", "aria2c -j8; sha256sum; gzip -t; sync",
+                  lambda d: script(part, d, sums, "gzip -t part-*.csv.gz", "sync -f ."),
+                  check_sums(part), rm, warmup=False),
+        # The machine's limits on one core over the same bytes from the page cache.
+        Contender("sha256_limit", "SHA-256 of the bytes, one core (hashlib)",
+                  limit("sha256", files), check_limit(part, "sha256"), rm,
+                  env=python_env(), cwd=REPO, warmup=False),
+        Contender("inflate_limit", f"gzip check of the bytes, one core ({INFLATE})",
+                  limit("inflate", files), check_limit(part, "inflate"), rm,
+                  env=python_env(), cwd=REPO, warmup=False),
     ]
+    if INFLATE != "zlib" and not ctx.quick:
+        # One run with the standard zlib, to show what the faster inflate library gains.
+        slow = downloader_local("downloader_gzip_zlib", "downloader verify=gzip with zlib",
+                                sim, part, "gzip", warmup=False)
+        slow.env = python_env(GIO_INFLATE="zlib")
+        slow.max_rounds = 1
+        contenders.append(slow)
     return alternate(contenders, ctx.rounds, WORK, ctx.logs, {"simulator": sim.pid},
                      probe=lambda: sim_probe(sim), report=say, quiet=ctx.quiet,
                      extra_rounds=ctx.extra_rounds)
@@ -488,7 +519,15 @@ def main(argv: list[str] | None = None) -> int:
             ("downloader_gzip/curl", ratios(local, "downloader_gzip", "curl")),
             ("downloader_gzip/aria2c", ratios(local, "downloader_gzip", "aria2c")),
             ("downloader_gzip/downloader", ratios(local, "downloader_gzip", "downloader")),
+            ("downloader/aria2c_sha", ratios(local, "downloader", "aria2c_sha")),
+            ("downloader_gzip/aria2c_sha_gzip",
+             ratios(local, "downloader_gzip", "aria2c_sha_gzip")),
+            ("downloader/sha256_limit", ratios(local, "downloader", "sha256_limit")),
+            ("downloader_gzip/inflate_limit", ratios(local, "downloader_gzip", "inflate_limit")),
+            ("downloader_gzip/downloader_gzip_zlib",
+             ratios(local, "downloader_gzip", "downloader_gzip_zlib")),
         ) if v}
+        results["local"]["inflate_library"] = INFLATE
         say("S3")
         results["s3"] = s3_section(ctx, sim, part)
         if not results["s3"].get("available"):

@@ -3,7 +3,9 @@
 
 - ``plan``: the raw source's ``plan_jobs`` with a ready-made set of done keys (must plan 0 jobs);
 - ``done_set``: ``Checkpoint.done_set()`` reading that set back from a real SQLite checkpoint
-  (what ``backfill`` and the daemon do before planning), then once both together.
+  (what ``backfill`` and the daemon do before planning), then once both together;
+- ``plan_empty`` / ``plan_empty_sharded``: the first plan of a new instance (nothing done: every
+  job planned), alone and then as shard 0 of 3 (the engine's ownership filter included).
 
 Prints one JSON object. Run from the repository root: ``python bench/sched.py [--projects N]``.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from downloader.config.model import ProjectConfig  # noqa: E402
+from downloader.config.model import Config, ProjectConfig, StorageConfig  # noqa: E402
 from downloader.core.constants import ALL_DATA_TYPES, BEIJING  # noqa: E402
 from downloader.core.model import DoneSet, PartitionKey  # noqa: E402
 from downloader.core.partitions import (  # noqa: E402
@@ -30,9 +32,12 @@ from downloader.core.partitions import (  # noqa: E402
     split_due,
     window,
 )
+from downloader.core.sharding import Shard  # noqa: E402
 from downloader.engine.checkpoint import Checkpoint  # noqa: E402
+from downloader.engine.sharding import owned_jobs  # noqa: E402
 from downloader.sources.raw.keys import raw_key  # noqa: E402
 from downloader.sources.raw.plan import plan_jobs  # noqa: E402
+from downloader.sources.raw.source import RawSource  # noqa: E402
 
 # A fixed "now" (minutes past the hour, like a real daemon wake-up) keeps the count stable.
 NOW = datetime(2026, 11, 20, 10, 47, tzinfo=BEIJING)
@@ -86,6 +91,19 @@ def main() -> int:
                                                                          for t in t_plan]}
     result["plan_jobs_planned"] = len(plan.jobs)
     result["plan_already_done"] = plan.already_done
+
+    cfg = Config(path=Path("bench.yaml"), api=None, projects=tuple(projects), lags=lags,
+                 storage=StorageConfig("file:///tmp/gio-bench"), checkpoint=Path("/tmp/x.db"))
+    source = RawSource(cfg, None)
+    empty = DoneSet({})
+    counts: list[int] = []
+    t_empty = _times(lambda: counts.append(len(source.plan(first, last, NOW, empty).jobs)),
+                     args.repeat)
+    t_shard = _times(lambda: counts.append(len(owned_jobs(
+        source, Shard(3, 0), source.plan(first, last, NOW, empty).jobs))), args.repeat)
+    result["plan_empty_s"] = {"median": round(_median(t_empty), 4), "jobs": counts[0]}
+    result["plan_empty_sharded_s"] = {"median": round(_median(t_shard), 4), "jobs": counts[-1],
+                                      "shard": "0/3"}
 
     with tempfile.TemporaryDirectory(prefix="gio-bench-ckpt-") as tmp:
         path = Path(tmp) / "checkpoint.db"

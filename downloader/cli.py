@@ -1,4 +1,4 @@
-"""The command line: ``gio-downloader backfill|run|status|demo|simulate``.
+"""The command line: ``gio-downloader backfill|run|plan|status|checkpoint|demo|simulate``.
 
 Exit codes: 0 all done; 1 some partitions failed (a summary says which and why); 2 usage or
 configuration error (one line on stderr, nothing written).
@@ -23,6 +23,7 @@ from downloader.config.load import check_writable, load_config
 from downloader.config.model import Config, ConfigError
 from downloader.core.clock import Clock, clock_from_env
 from downloader.core.partitions import parse_hour, window
+from downloader.core.sharding import parse_shard
 from downloader.engine.checkpoint import Checkpoint, CheckpointError
 from downloader.service.logs import setup_logging
 from downloader.service.oneshot import (
@@ -89,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "'ai01/*' or 'reports:*'")
     st.add_argument("--width", type=int, metavar="COLUMNS",
                     help="with --grid: the line width (default: the terminal's, else 80)")
+    st.add_argument("--shard", metavar="I/N", help="as instance I of N (overrides sharding:)")
+
+    pl = sub.add_parser("plan", help="list the partitions this instance owns and when each is "
+                                     "due; calls no API, writes nothing")
+    pl.add_argument("-c", "--config", required=True, help="YAML configuration file")
+    pl.add_argument("--shard", metavar="I/N", help="as instance I of N (overrides sharding:)")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
 
     cp = sub.add_parser("checkpoint", help="maintain the checkpoint")
     cp_sub = cp.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -175,6 +183,31 @@ def cmd_demo(args: argparse.Namespace, clock: Clock) -> int:
     return run_demo(args.dir, args.hours, clock, serve_seconds=args.serve)
 
 
+def _shard(args: argparse.Namespace) -> tuple[int, int] | None:
+    if args.shard is None:
+        return None
+    try:
+        return parse_shard(args.shard)
+    except ValueError as exc:
+        raise UsageError(f"gio-downloader {args.command}: {exc}") from None
+
+
+def cmd_plan(args: argparse.Namespace, clock: Clock) -> int:
+    from downloader.service.plan import build_plan, format_plan
+    from downloader.service.sources import planning_sources
+
+    cfg = load_config(args.config, _shard(args))
+    with Checkpoint(cfg.checkpoint, readonly=True) as checkpoint:
+        done = checkpoint.done_set()
+    report = build_plan(cfg, planning_sources(cfg), clock.now(), done,
+                        checkpoint_found=cfg.checkpoint.exists())
+    if args.json:
+        print(json.dumps(report, indent=1, ensure_ascii=False))
+    else:
+        print(format_plan(report))
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
     import os
     import shutil
@@ -187,7 +220,7 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
         raise UsageError("gio-downloader status: --item and --width go with --grid")
     if args.width is not None and not 40 <= args.width <= 1000:
         raise UsageError("gio-downloader status: --width must be between 40 and 1000")
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, _shard(args))
     with Checkpoint(cfg.checkpoint, readonly=True) as checkpoint:
         report = build_status(cfg, checkpoint, clock.now(), planning_sources(cfg))
     if args.json:
@@ -216,6 +249,9 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         print(f"the old checkpoint was moved to {result.moved_to}")
     print(f"checkpoint {cfg.checkpoint} rebuilt: {result.partitions} complete partitions from "
           f"{result.manifests} _SUCCESS manifests")
+    if result.not_owned:
+        print(f"  {result.not_owned} partitions belong to other shards than "
+              f"{cfg.sharding} and were left out")
     for folder in result.ignored:
         print(f"  ignored (not a manifest this version can read): {folder}", file=sys.stderr)
     return EXIT_OK
@@ -275,6 +311,8 @@ def _main(argv: Sequence[str] | None, clock: Clock | None) -> int:
             return cmd_demo(args, clock)
         if args.command == "status":
             return cmd_status(args, clock)
+        if args.command == "plan":
+            return cmd_plan(args, clock)
         if args.command == "checkpoint":
             return cmd_checkpoint(args)
         if args.command == "simulate":

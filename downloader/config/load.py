@@ -8,6 +8,7 @@ written before the whole file has been accepted.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -40,6 +41,10 @@ from downloader.core.constants import (
     NIGHT_HOURS,
 )
 from downloader.core.partitions import Lags
+from downloader.core.sharding import INDEX_ENV, Shard, index_from_environment
+
+# The most instances one config can be split over (a sanity bound, not a design limit).
+MAX_SHARDS = 1024
 
 
 def _storage(reader: Reader) -> StorageConfig:
@@ -84,7 +89,36 @@ def _api(top: Reader, required: bool) -> ApiConfig | None:
     return api
 
 
-def parse_config(text: str, path: Path) -> Config:
+def _sharding(top: Reader, override: tuple[int, int] | None) -> Shard:
+    """``sharding: {count, index, rate_share}``. ``override`` (index, count) comes from a
+    command line's ``--shard I/N`` and wins over the file and the environment."""
+    sh = top.section("sharding")
+    count = sh.number("count", 1, 1, MAX_SHARDS, integer=True)
+    given = sh.raw("index")
+    share = sh.raw("rate_share")
+    if share is not None:
+        share = sh.number("rate_share", 1.0, 0.0001, 1.0)
+    sh.done()
+    if override is not None:
+        index, count = override
+    elif given is not None:
+        index = sh.number("index", 0, 0, MAX_SHARDS, integer=True)
+    elif count == 1:
+        index = 0
+    else:
+        found = index_from_environment(os.environ, socket.gethostname())
+        if found is None:
+            sh.fail(sh.key("index"), f"not given, and neither {INDEX_ENV} (a Kubernetes "
+                    "Indexed Job) nor a host name ending in -<n> (a StatefulSet pod) gives "
+                    f"one; set it to 0..{count - 1}")
+        index = int(found or 0)
+    if index >= count:
+        sh.fail(sh.key("index"), f"{index} is not below sharding.count ({count})")
+    return Shard(count=count, index=index,
+                 rate_share=float(share) if share is not None else 1.0 / count)
+
+
+def parse_config(text: str, path: Path, shard: tuple[int, int] | None = None) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -175,6 +209,7 @@ def parse_config(text: str, path: Path) -> Config:
     health.done()
 
     grace = top.number("shutdown_grace_seconds", 10.0, 0, 3600)
+    sharding = _sharding(top, shard)
     top.done()
     return Config(
         path=path, api=api, projects=projects, lags=lags, storage=storage,
@@ -183,11 +218,12 @@ def parse_config(text: str, path: Path) -> Config:
         backfill_running_wait_minutes=running_wait,
         downloads=downloads, partitions=partitions, verify=verify,
         retry=retry, log_format=log_format, log_level=log_level, health_listen=listen,
-        shutdown_grace_seconds=grace,
+        shutdown_grace_seconds=grace, sharding=sharding,
     )
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, shard: tuple[int, int] | None = None) -> Config:
+    """The validated config; ``shard`` (index, count) overrides ``sharding:``."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -196,7 +232,7 @@ def load_config(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read config file: {getattr(exc, 'strerror', exc)}") \
             from None
-    return parse_config(text, p)
+    return parse_config(text, p, shard)
 
 
 def first_existing_parent(path: Path) -> Path:

@@ -23,6 +23,7 @@ from downloader.core.constants import (
     DEFAULT_RUNNING_POLL_MAX_SECONDS,
 )
 from downloader.core.partitions import Lags
+from downloader.core.sharding import Shard
 
 
 class ConfigError(Exception):
@@ -138,10 +139,17 @@ class Config:
     log_level: str = "info"
     health_listen: str | None = None
     shutdown_grace_seconds: float = 10.0
+    sharding: Shard = field(default_factory=Shard)
 
     @property
     def rate_limit_per_second(self) -> float:
+        """The token's budget per API host, as configured (shared by every shard)."""
         return self.api.rate_limit_per_second if self.api else DEFAULT_RATE_LIMIT_PER_SECOND
+
+    @property
+    def instance_rate_per_second(self) -> float:
+        """What this instance may spend of it: the budget times ``sharding.rate_share``."""
+        return self.rate_limit_per_second * self.sharding.rate_share
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from downloader.core.stats import Stats
 from downloader.engine.checkpoint import Checkpoint, CheckpointError
 from downloader.engine.jobs import UNREACHABLE_TRIES, JobState, Outcome, Worker
 from downloader.engine.scheduler import DelayQueue, jobs_in_order, plan_all
+from downloader.engine.sharding import ownership
 from downloader.engine.source import Job, Preparing, Source
 from downloader.engine.transfer import StopRun
 from downloader.storage.base import Storage
@@ -130,7 +131,7 @@ class Runner:
             self._new_checkpoint = not self.cfg.checkpoint.exists()
             self.checkpoint = Checkpoint(self.cfg.checkpoint)
             self.session = make_session(self.cfg)
-            budgets = RateBudgets(self.cfg.rate_limit_per_second)
+            budgets = RateBudgets(self.cfg.instance_rate_per_second)
             wiring = Wiring(self.cfg, self.session, budgets, self.stats)
             self.sources = {s.name: s for s in self.make_sources(wiring)}
             await self._tidy_start()
@@ -162,8 +163,15 @@ class Runner:
                 for k, part in self.checkpoint.unsealed_parts() if k.source in known}
         resumable = {known[r.key.source].folder(r.key) for state in ("pending", "failed")
                      for r in self.checkpoint.rows(state) if r.key.source in known}
+        only = None
+        if self.cfg.sharding.sharded:
+            # The storage is shared: touch only the folders of partitions this instance
+            # recorded and still owns, never another instance's uploads in flight.
+            owns = {name: ownership(s, self.cfg.sharding) for name, s in known.items()}
+            only = {known[r.key.source].folder(r.key) for r in self.checkpoint.rows()
+                    if r.key.source in known and owns[r.key.source](r.key)}
         await self.storage.sweep(keep, roots={s.root for s in known.values()},
-                                 resumable=resumable)
+                                 resumable=resumable, only=only)
 
     async def _prepare(self) -> None:
         """Await each source's optional ``prepare()`` once, retrying transient failures with
@@ -346,7 +354,7 @@ async def backfill(cfg: Config, first_hour: datetime, last_hour: datetime,
             return runner.summary
         now = clock()
         plans = plan_all(runner.sources.values(), first_hour, last_hour, now,
-                         await runner.done_snapshot())
+                         await runner.done_snapshot(), cfg.sharding)
         summary = runner.summary
         for name, plan in plans.items():
             summary.not_due += plan.not_due
@@ -364,7 +372,8 @@ async def backfill(cfg: Config, first_hour: datetime, last_hour: datetime,
             summary.notes += plan.notes
             summary.failed.update(plan.failed)
         jobs = jobs_in_order(plans.values())
-        log.info("backfill planned", jobs=len(jobs), already_done=summary.already_done,
+        log.info("backfill planned", jobs=len(jobs), shard=str(cfg.sharding),
+                 already_done=summary.already_done,
                  first_hour=first_hour.strftime("%Y%m%d%H"),
                  last_hour=last_hour.strftime("%Y%m%d%H"))
         for job in jobs:

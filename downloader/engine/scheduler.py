@@ -14,15 +14,20 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from downloader.core.model import DoneSet
+from downloader.core.sharding import Shard
+from downloader.engine.sharding import owned_plan
 from downloader.engine.source import Job, Plan, Source
 
 T = TypeVar("T")
 
 
 def plan_all(sources: Iterable[Source], first_hour: datetime, last_hour: datetime,
-             now: datetime, done: DoneSet) -> dict[str, Plan]:
-    """Every source's plan for the window, by source name."""
-    return {s.name: s.plan(first_hour, last_hour, now, done) for s in sources}
+             now: datetime, done: DoneSet, shard: Shard | None = None) -> dict[str, Plan]:
+    """Every source's plan for the window, by source name; with ``shard``, only the jobs this
+    instance owns."""
+    shard = shard or Shard()
+    return {s.name: owned_plan(s, shard, s.plan(first_hour, last_hour, now, done))
+            for s in sources}
 
 
 def jobs_in_order(plans: Iterable[Plan]) -> list[Job]:

@@ -161,6 +161,18 @@ class Source(Protocol):
 
 
 @runtime_checkable
+class Owned(Protocol):
+    """An optional capability for sharding (``sharding:``): the *ownership unit* of a key, the
+    string whose hash picks the instance that downloads it. Without it a key's unit is its
+    ``item``. Every key of one :class:`Job` must have the same unit (one API call is made by
+    one instance): the raw source, whose call serves every data type of a project, names the
+    project."""
+
+    def owner(self, key: PartitionKey) -> str:
+        ...
+
+
+@runtime_checkable
 class Preparing(Protocol):
     """An optional capability: asynchronous set-up the runner awaits before the first plan, for
     a source whose items depend on API calls (the statistics source expands ``dashboards: all``

@@ -39,13 +39,13 @@ HEARTBEAT_SECONDS = 1.0
 STALE_HEARTBEAT_SECONDS = 30.0
 # /readyz checks the storage at most this often (an S3 check writes and deletes a probe object).
 STORAGE_CHECK_SECONDS = 60.0
-# Settings a reload cannot change in a running process.
 # Settings a reload cannot change in a running process: the Config field, and its YAML key.
 _RESTART_ONLY = {"api": "api", "storage": "storage", "checkpoint": "checkpoint",
                  "downloads": "concurrency.downloads", "partitions": "concurrency.partitions",
                  "health_listen": "health.listen", "log_format": "log.format",
                  "shutdown_grace_seconds": "shutdown_grace_seconds", "reports": "reports",
-                 "cdp": "cdp", "read_timeout_seconds": "download.read_timeout_seconds"}
+                 "cdp": "cdp", "read_timeout_seconds": "download.read_timeout_seconds",
+                 "sharding": "sharding"}
 
 
 class Daemon:
@@ -102,7 +102,7 @@ class Daemon:
         now = self.clock.now()
         first, last = window(now, self.cfg.lags)
         plans = plan_all(self.runner.sources.values(), first, last, now,
-                         await self.runner.done_snapshot())
+                         await self.runner.done_snapshot(), self.cfg.sharding)
         jobs = jobs_in_order(plans.values())
         cooldown = 2 * self.cfg.retry.max_backoff_seconds
         mono = time.monotonic()
@@ -194,6 +194,7 @@ class Daemon:
                     await health.start()
                     log.info("health listener", url=health.url)
                 log.info("daemon started", projects=[p.ai for p in self.cfg.projects],
+                         shard=str(self.cfg.sharding),
                          checkpoint=str(self.cfg.checkpoint))
                 self.notifier.ready("catching up")
                 async with anyio.create_task_group() as tg:

@@ -17,6 +17,7 @@ from pathlib import Path
 from downloader.config.model import Config
 from downloader.core.model import StoredPart
 from downloader.engine.checkpoint import Checkpoint, CheckpointError
+from downloader.engine.sharding import ownership
 from downloader.engine.source import Rebuildable, Source
 from downloader.storage.factory import open_storage
 
@@ -27,6 +28,7 @@ class Rebuilt:
     manifests: int = 0
     ignored: list[str] = field(default_factory=list)  # folders whose manifest was not usable
     moved_to: Path | None = None
+    not_owned: int = 0  # sharding: partitions another instance owns (left out)
 
 
 def _parts(manifest: dict[str, object]) -> list[StoredPart]:
@@ -71,6 +73,7 @@ async def rebuild_checkpoint(cfg: Config, sources: list[Source]) -> Rebuilt:
             side = path.with_name(path.name + suffix)
             if side.exists():
                 os.replace(side, result.moved_to.with_name(result.moved_to.name + suffix))
+    owns = {s.name: ownership(s, cfg.sharding) for s in sources}
     with Checkpoint(path) as checkpoint:
         for source, folder, body in found:
             result.manifests += 1
@@ -83,6 +86,9 @@ async def rebuild_checkpoint(cfg: Config, sources: list[Source]) -> Rebuilt:
                 parts = _parts(manifest)
             except (ValueError, KeyError, TypeError):
                 result.ignored.append(folder)
+                continue
+            if not owns[source.name](key):  # the storage is shared; this checkpoint is not
+                result.not_owned += 1
                 continue
             checkpoint.started(key, len(parts), info, str(manifest.get("fetched_at") or ""))
             for part in parts:

@@ -12,6 +12,7 @@ from downloader.core.model import DoneSet, PartitionKey
 from downloader.core.partitions import Period, periods_in_range, split_due, window
 from downloader.engine.checkpoint import Checkpoint, PartitionRow
 from downloader.engine.runner import Waiting
+from downloader.engine.sharding import owned_jobs
 from downloader.engine.source import Source
 from downloader.service.grid import Axis, base_row, fill
 from downloader.sources.raw.keys import SOURCE, item_name, parse_key
@@ -51,7 +52,8 @@ def build_status(cfg: Config, checkpoint: Checkpoint, now: datetime,
         cells_base[export_type] = base_row(names, due_names, later - due_names)
     projects: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    for project in cfg.projects:
+    # Sharding: this instance's projects only (the raw source's unit is the project).
+    for project in [p for p in cfg.projects if cfg.sharding.owns(SOURCE, p.ai)]:
         types: list[dict[str, Any]] = []
         complete_hours: set[str] | None = None
         for export_type in project.export_types:
@@ -91,7 +93,9 @@ def build_status(cfg: Config, checkpoint: Checkpoint, now: datetime,
     return {"checkpoint": str(cfg.checkpoint), "now": now.isoformat(timespec="seconds"),
             "window_first_hour": first.strftime("%Y%m%d%H"), "grid": axis.to_json(),
             "projects": projects,
-            "sources": {s.name: source_items(s, first, last, now, done, all_failed, waiting_at)
+            "shard": {"index": cfg.sharding.index, "count": cfg.sharding.count},
+            "sources": {s.name: source_items(s, first, last, now, done, all_failed, waiting_at,
+                                             cfg)
                         for s in others},
             "failed": failed,
             "waiting": [{"partition": str(k) if k.source == SOURCE else f"{k.source}:{k}",
@@ -111,12 +115,12 @@ def _failure(shown: str, row: PartitionRow) -> dict[str, Any]:
 def source_items(source: Source, first: datetime, last: datetime, now: datetime,
                  done: DoneSet, failed: list[PartitionRow],
                  waiting_at: Mapping[tuple[str, str], Sequence[str]] | None = None,
-                 ) -> list[dict[str, Any]]:
-    """Per item of a source: due partitions in the window by state, the newest done, and its
-    grid ``cells`` (one per Beijing day of the window)."""
+                 cfg: Config | None = None) -> list[dict[str, Any]]:
+    """Per item of a source (this shard's, given ``cfg``): due partitions in the window by
+    state, the newest done, and its grid ``cells`` (one per Beijing day of the window)."""
     due: dict[str, set[str]] = {}
     plan = source.plan(first, last, now, DoneSet({}))
-    for job in plan.jobs:
+    for job in owned_jobs(source, cfg.sharding, plan.jobs) if cfg is not None else plan.jobs:
         for key in job.keys:
             due.setdefault(key.item, set()).add(key.partition)
     names = Axis.for_window(first, last).partitions("day")
@@ -145,6 +149,9 @@ def format_status(report: dict[str, Any]) -> str:
 
     lines = [f"checkpoint {report['checkpoint']}   now {report['now']} (Beijing)",
              f"window from {report['window_first_hour']}"]
+    shard = report.get("shard") or {"count": 1}
+    if shard["count"] > 1:
+        lines.append(f"shard {shard['index']}/{shard['count']}: this instance's items only")
     for project in report["projects"]:
         lines.append("")
         lines.append(f"project {project['ai']}")

@@ -64,9 +64,12 @@ class Storage(Protocol):
     async def check(self) -> None: ...
 
     async def sweep(self, keep: Collection[str], roots: Collection[str],
-                    resumable: Collection[str] = ()) -> int:
+                    resumable: Collection[str] = (),
+                    only: Collection[str] | None = None) -> int:
         """Returns how many leftovers it removed. ``resumable``: the folders of partitions the
-        checkpoint still has pending, whose temporary files a restart resumes from."""
+        checkpoint still has pending, whose temporary files a restart resumes from. ``only``:
+        when several instances share the storage (sharding), the folders this one may touch;
+        the others' in-flight files are theirs. None: everything below ``roots``."""
         ...
 
     async def open_part(self, folder: str, name: str, index: int,

@@ -272,8 +272,9 @@ class LocalStorage:
             raise StorageError(str(exc)) from None
 
     def _sweep(self, keep: Collection[str], roots: Collection[str],
-               resumable: Collection[str]) -> int:
+               resumable: Collection[str], only: Collection[str] | None) -> int:
         resume = {self.root / f for f in resumable}
+        mine = None if only is None else {self.root / f for f in only}
         removed = 0
         if not self.root.is_dir():
             return 0
@@ -282,20 +283,22 @@ class LocalStorage:
                 continue
             for temp in top.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}*"):
                 final = temp.parent / temp.name[len(TEMP_PREFIX):].split(TEMP_SUFFIX)[0]
-                if temp.parent in resume or str(final) in keep:
+                if temp.parent in resume or str(final) in keep or \
+                        (mine is not None and temp.parent not in mine):
                     continue
                 temp.unlink(missing_ok=True)
                 removed += 1
         return removed
 
     async def sweep(self, keep: Collection[str], roots: Collection[str],
-                    resumable: Collection[str] = ()) -> int:
+                    resumable: Collection[str] = (),
+                    only: Collection[str] | None = None) -> int:
         """Temporary files of partitions the checkpoint no longer has pending (done since,
         pruned out of the retention window, or never recorded) are removed; those of pending
         partitions stay, to be resumed."""
         try:
             removed: int = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._sweep, keep, roots, resumable)
+                self._pool, self._sweep, keep, roots, resumable, only)
         except OSError as exc:
             raise _permanent(exc) from None
         if removed:

@@ -53,17 +53,22 @@ class S3Storage(S3Bucket):
     # --- the Storage interface (check() is S3Bucket's) ---------------------------------------
 
     async def sweep(self, keep: Collection[str], roots: Collection[str],
-                    resumable: Collection[str] = ()) -> int:
+                    resumable: Collection[str] = (),
+                    only: Collection[str] | None = None) -> int:
         """Abort what earlier runs left uploading under ``<prefix>/<root>`` for each of the
         sources' layout roots (so none is left to cost money), but the uploads of parts the
         checkpoint has recorded. Nothing outside those roots is touched."""
         aborted = 0
         for root in sorted(roots):
             prefix = f"{self.prefix}/{root}" if self.prefix else root
-            aborted += await self.abort_uploads(prefix, keep=keep)
+            aborted += await self.abort_uploads(prefix, keep=keep, within=self._folders(only))
         log.info("storage ready", storage=self.display, endpoint=self.endpoint_display,
                  upload_checksum=self.checksum, aborted_incomplete_uploads=aborted)
         return aborted
+
+    def _folders(self, only: Collection[str] | None) -> set[str] | None:
+        """The object-key prefixes (``<prefix>/<folder>``) of the folders in ``only``."""
+        return None if only is None else {self.object_key(f, "").rstrip("/") for f in only}
 
     async def open_part(self, folder: str, name: str, index: int,
                         verify_gzip: bool) -> PartSink:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 from urllib.parse import urlsplit
@@ -232,14 +233,17 @@ class S3Bucket:
         return found
 
     async def abort_uploads(self, prefix: str, exact: bool = False,
-                            keep: Collection[str] = ()) -> int:
+                            keep: Collection[str] = (),
+                            within: Collection[str] | None = None) -> int:
         """Abort the incomplete multipart uploads under ``prefix`` (only of that key when
-        ``exact``), but those whose ``s3://`` URL is in ``keep``; returns how many."""
+        ``exact``), but those whose ``s3://`` URL is in ``keep`` and, given ``within`` (object
+        key prefixes of folders), those of objects in no such folder; returns how many."""
         aborted = 0
         # Twice: S3 may still list an upload whose parts were in flight while it was aborted.
         for _ in range(2):
             found = [(k, u) for k, u in await self._uploads(prefix)
-                     if (not exact or k == prefix) and self.url_of(k) not in keep]
+                     if (not exact or k == prefix) and self.url_of(k) not in keep
+                     and (within is None or k.rpartition("/")[0] in within)]
             for key, upload_id in found:
                 await self.abort_upload(key, upload_id)
             aborted += len(found)
@@ -314,7 +318,10 @@ class S3Bucket:
 
     async def _probe_write(self, c: Any) -> None:
         """We may write under the prefix; and which upload checksum the server verifies."""
-        key = "/".join(p for p in (self.prefix, WRITE_PROBE_NAME) if p)
+        # One name per process: instances sharing the bucket (sharding) must not delete each
+        # other's probe between its PutObject and its checksum test.
+        name = f"{WRITE_PROBE_NAME}-{socket.gethostname()}-{os.getpid()}"
+        key = "/".join(p for p in (self.prefix, name) if p)
         body = b"gio-downloader write probe\n"
         await self._call(f"PutObject {self.url_of(key)}", c.put_object, Bucket=self.bucket,
                          Key=key, Body=body, **Checksum.of(MD5, body).request_args())

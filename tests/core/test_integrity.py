@@ -9,7 +9,28 @@ import zlib
 
 import pytest
 
-from downloader.core.integrity import CorruptPart, GzipVerifier
+from downloader.core import integrity
+from downloader.core.integrity import INFLATE_LIBRARIES, CorruptPart, GzipVerifier
+
+
+def _installed() -> list[str]:
+    return [name for name, _ in INFLATE_LIBRARIES
+            if integrity.inflate_library(name)[0] == name]
+
+
+@pytest.fixture(autouse=True, params=_installed())
+def inflate(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with each installed inflate library (isal, zlib-ng, zlib): they must
+    agree on what is whole and what is corrupt."""
+    name, module = integrity.inflate_library(request.param)
+    monkeypatch.setattr(integrity, "_INFLATE", module)
+    monkeypatch.setattr(integrity, "_ERRORS", (zlib.error, module.error))
+    return name
+
+
+def test_the_fastest_installed_library_is_the_default() -> None:
+    assert integrity.INFLATE_NAME == _installed()[0]
+    assert integrity.inflate_library("no-such")[0] == _installed()[0]
 
 WHOLE = 0  # chunk size meaning "all bytes in one feed()"
 CHUNK_SIZES = [1, 7, 4096, WHOLE]

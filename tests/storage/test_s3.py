@@ -524,6 +524,18 @@ async def test_abandoned_and_leftover_uploads_are_aborted(storage: S3Storage, s3
     assert all_keys(s3, bucket, "unit/.gio") == []  # the write probe is gone
 
 
+async def test_a_sharded_sweep_leaves_other_instances_uploads(storage: S3Storage, s3: Any,
+                                                              bucket: str) -> None:
+    """Instances sharing a bucket (sharding) sweep only the folders they own: another
+    instance's upload in flight is not aborted under it."""
+    other = partition_dir("otherai1", "page", Period.from_label("hour", "2026112210"))
+    mine_key, theirs_key = f"unit/{KEY}/part-00001.csv.gz", f"unit/{other}/part-00001.csv.gz"
+    s3.create_multipart_upload(Bucket=bucket, Key=mine_key)
+    s3.create_multipart_upload(Bucket=bucket, Key=theirs_key)
+    assert await storage.sweep(set(), roots=["ai="], only={KEY}) == 1
+    assert [k for k, _ in incomplete_uploads(s3, bucket)] == [theirs_key]
+
+
 @pytest.mark.parametrize("kind", [CRC32, MD5])
 async def test_a_wrong_upload_checksum_is_refused(storage: S3Storage, s3_server: S3Server,
                                                   s3: Any, bucket: str, kind: str) -> None:

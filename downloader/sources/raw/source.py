@@ -56,6 +56,10 @@ class RawSource:
     def folder(self, key: PartitionKey) -> str:
         return partition_dir(*parse_key(key))
 
+    def owner(self, key: PartitionKey) -> str:
+        """Sharding's unit is the project: one call serves all its data types of a period."""
+        return key.item.split("/", 1)[0]
+
     def key_of(self, folder: str, manifest: Mapping[str, Any]
                ) -> tuple[PartitionKey, dict[str, str]] | None:
         try:
