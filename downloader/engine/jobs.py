@@ -129,7 +129,25 @@ class Worker:
             state.running_polls, state.first_running = 0, None
         if decision.action is Action.DOWNLOAD:
             return await self._download(source, job, keys, answer, state)
+        if decision.action is Action.FAIL and answer.files:
+            await self._keep(source, job, keys, answer)
         return self._not_now(source, job, keys, state, decision)
+
+    async def _keep(self, source: Source, job: Job, keys: list[PartitionKey],
+                    answer: Answer) -> None:
+        """A failed answer that carries files for a person to look at (an unusable result
+        body): they are stored the usual way, under their names, but the partition is not
+        sealed: no ``_SUCCESS``, and a later run replaces them."""
+
+        async def no_refresh() -> Answer:
+            raise PartFailed("nothing to refresh")
+
+        links = LinkSet(answer, no_refresh)
+        for key in keys:
+            for index, spec in enumerate(answer.files.get(key, ())):
+                if spec.data is not None:
+                    await self.transfer.part(source, key, index, links)
+            self.checkpoint.forget_parts(key)  # kept to look at, never a finished part
 
     def _is_done(self, key: PartitionKey) -> bool:
         row = self.checkpoint.get(key)
@@ -234,8 +252,9 @@ class Worker:
             count = links.count(key)
             info = dict(answer.info.get(key, {}))
             row = self.checkpoint.get(key)
-            if row is not None and row.parts_total not in (None, count):
-                # The export was rebuilt with another number of parts: positions changed.
+            if row is None or row.parts_total != count:
+                # A new list of files (the export was rebuilt with another number of parts,
+                # or parts were recorded for an answer that was not sealed): positions changed.
                 self.checkpoint.forget_parts(key)
             if row is None or row.parts_total != count or not row.fetched_at:
                 self.checkpoint.started(key, count, info, now)

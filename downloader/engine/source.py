@@ -66,7 +66,8 @@ class FileSpec:
 class Answer:
     """Where a job stands after one ask. With ``Action.DOWNLOAD``: the files of every asked
     partition, and ``info`` the source wants kept for its manifest (strings, stored in the
-    checkpoint)."""
+    checkpoint). With ``Action.FAIL``: files given inline are kept for a person to look at
+    (stored, never sealed)."""
 
     decision: Decision
     files: Mapping[PartitionKey, tuple[FileSpec, ...]] = field(default_factory=dict)

@@ -265,3 +265,25 @@ def test_list_calls_are_retried_before_planning(tmp_path: Path, start_stats) -> 
         assert_users(sim.sim, tmp_path / "data", "segment_users", seg)
     reasons = [c.reason for c in sim.sim.stats.calls]
     assert reasons[:3] == ["fault_500", "fault_429", "ok"]
+
+
+def test_an_unusable_result_is_kept_as_response_json_and_the_partition_fails(
+        tmp_path: Path, start_stats) -> None:
+    sim = start_stats()
+    sim.sim.config.faults.unusable_result = 1
+    cfg = reports_config(tmp_path, sim.url, [{"project_uid": UID, "charts": ["YoX28w7R"]}])
+    day = beijing_today() - timedelta(days=1)
+    result = run_cli("backfill", "-c", str(cfg), "--from", f"{day:%Y%m%d}00",
+                     "--to", f"{day:%Y%m%d}23")
+    assert result.returncode == 1, result.stderr
+    failed = [line for line in result.stderr.splitlines() if line.startswith("  failed")]
+    assert len(failed) == 1 and "unusable result" in failed[0], result.stderr
+    assert "data.csv is not written" in failed[0] and "Traceback" not in result.stderr
+    where = folder(tmp_path / "data", "chart", "YoX28w7R", day)
+    assert sorted(p.name for p in where.iterdir()) == ["response.json"]  # kept, not sealed
+    assert (where / "response.json").read_bytes().startswith(b"<html>")
+    # The next run asks again and seals the real result; the kept body is replaced.
+    again = run_cli("backfill", "-c", str(cfg), "--from", f"{day:%Y%m%d}00",
+                    "--to", f"{day:%Y%m%d}23")
+    assert again.returncode == 0, again.stderr
+    assert_windowed(sim.sim, tmp_path / "data", "chart", "YoX28w7R", day)

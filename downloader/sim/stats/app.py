@@ -63,7 +63,8 @@ __all__ = [
 UNAUTHORIZED_BODY = {"message": "Unauthorized", "errors": []}  # growingio-api.md §1.6
 NOT_FOUND_BODY = {"message": "Not Found", "errors": []}
 JOB_FAILED_MSG = "下载出错，请您稍后重试"
-RATE_WINDOW_SECONDS = 1.0  # "2 a second" in any sliding 1-second window (exports-spec.md §0)
+RATE_WINDOW_SECONDS = 1.0
+UNUSABLE_RESULT = b"<html><body>502 Bad Gateway (a proxy's page)</body></html>"  # "2 a second" in any sliding 1-second window (exports-spec.md §0)
 
 
 class StatsSimulator:
@@ -259,6 +260,9 @@ class StatsSimulator:
         job, step = self._job_step(request)
         if step != "finished":
             return with_early(self._doing_or_failed(job, step), early)
+        if self._take("unusable_result"):
+            page = raw_response(UNUSABLE_RESULT, content_type="text/html")
+            return Outcome(page, "unusable_result", None, early)
         body = self.expected_result(m["uid"], m["kind"], m["item"], ask.day, ask.interval_ms)
         return Outcome(raw_response(body), "result", None, early)
 

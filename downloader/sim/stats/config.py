@@ -17,6 +17,7 @@ class StatsFaults:
     api_429: int = 0
     retry_after_seconds: float = 1.0
     failed: int = 0  # the next N new jobs end `failed` instead of with a result
+    unusable_result: int = 0  # the next N windowed results are an HTML page (a proxy's), 200
     download_500: int = 0
     drop: int = 0  # the next N link downloads are cut after `drop_after_bytes` body bytes
     drop_after_bytes: int = 512

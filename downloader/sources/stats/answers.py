@@ -70,14 +70,21 @@ def windowed_answer(key: PartitionKey, item: Item, day: date, reply: Reply) -> A
         try:
             table = to_csv(answer.body)
         except ValueError as exc:
-            return Answer(Decision(Action.FAIL, f"{what}: unusable result, nothing stored: {exc}"))
+            return _unusable(key, what, str(exc), reply.body)
         files = (FileSpec(RESPONSE_NAME, data=answer.body), FileSpec(DATA_NAME, data=table))
         return Answer(Decision(Action.DOWNLOAD, "result"), {key: files})
     # Not JSON, or JSON that is neither a job status nor a result with meta and data: no retry
     # makes it usable (exports-spec §3/issue: the partition fails with one line).
     reason = answer.reason if isinstance(answer, protocol.Unreadable) else "unexpected answer"
-    return Answer(Decision(Action.FAIL, f"{what}: unusable result ({reason}), nothing stored: "
-                                        f"{_excerpt(reply.body)}"))
+    return _unusable(key, what, f"{reason}: {_excerpt(reply.body)}", reply.body)
+
+
+def _unusable(key: PartitionKey, what: str, why: str, body: bytes) -> Answer:
+    """A result no retry makes usable: the partition fails with one line; the body is kept as
+    response.json (no data.csv, no _SUCCESS) for a person to look at."""
+    return Answer(Decision(Action.FAIL, f"{what}: unusable result ({why}); the body is kept as "
+                                        f"{RESPONSE_NAME}, data.csv is not written"),
+                  {key: (FileSpec(RESPONSE_NAME, data=body),)})
 
 
 def user_list_answer(key: PartitionKey, item: Item, day: date, reply: Reply) -> Answer:

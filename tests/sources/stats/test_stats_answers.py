@@ -27,8 +27,8 @@ def windowed(reply: Reply):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(("reply", "action", "words"), [
     (Reply(200, b'{"id":"j1","status":"doing"}'), Action.POLL, "running"),
     (Reply(200, b'{"id":"j1","status":"failed","errorMsg":"boom"}'), Action.RESUBMIT, "boom"),
-    (Reply(200, b"<html>oops</html>"), Action.FAIL, "nothing stored"),
-    (Reply(200, b'{"id":"x","name":"no meta"}'), Action.FAIL, "nothing stored"),
+    (Reply(200, b"<html>oops</html>"), Action.FAIL, "kept as response.json"),
+    (Reply(200, b'{"id":"x","name":"no meta"}'), Action.FAIL, "kept as response.json"),
     (Reply(200, b'{"meta":[{"name":"a"}],"data":[[1,2]]}'), Action.FAIL, "row 0"),
     (Reply(401, b"{}"), Action.STOP, "api.token"),
     (Reply(404, b"{}"), Action.FAIL, "chart YoX28w7R of project nxog09md (2024-06-09)"),
@@ -41,6 +41,15 @@ def test_windowed_answers(reply: Reply, action: Action, words: str) -> None:
     assert answer.decision.action is action
     assert words in answer.decision.reason
     assert "Token" not in answer.decision.reason
+
+
+@pytest.mark.parametrize("body", [b"<html>oops</html>", b'{"meta":[{"name":"a"}],"data":[[1,2]]}'])
+def test_an_unusable_result_keeps_its_body_as_response_json_only(body: bytes) -> None:
+    answer = windowed(Reply(200, body))
+    assert answer.decision.action is Action.FAIL and "data.csv is not written" in \
+        answer.decision.reason
+    (kept,), = answer.files.values()
+    assert (kept.name, kept.data) == ("response.json", body)
 
 
 def test_a_windowed_result_is_stored_inline_as_response_and_table() -> None:
