@@ -63,8 +63,8 @@ __all__ = [
 UNAUTHORIZED_BODY = {"message": "Unauthorized", "errors": []}  # growingio-api.md §1.6
 NOT_FOUND_BODY = {"message": "Not Found", "errors": []}
 JOB_FAILED_MSG = "下载出错，请您稍后重试"
-RATE_WINDOW_SECONDS = 1.0
-UNUSABLE_RESULT = b"<html><body>502 Bad Gateway (a proxy's page)</body></html>"  # "2 a second" in any sliding 1-second window (exports-spec.md §0)
+RATE_WINDOW_SECONDS = 1.0  # "2 a second" in any sliding 1-second window (exports-spec.md §0)
+UNUSABLE_RESULT = b"<html><body>502 Bad Gateway (a proxy's page)</body></html>"
 
 
 class StatsSimulator:
