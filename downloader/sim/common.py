@@ -1,10 +1,15 @@
-"""What every simulator has alike: a clock that tests may set, and the sliding-window count
-the rate-limit tests read."""
+"""What every simulator has alike: a clock that tests may set, fault counters and their control
+endpoints, Range handling, and the sliding-window count the rate-limit tests read."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
 
 
 class SimClock:
@@ -37,3 +42,57 @@ def max_in_window(times: Iterable[float], seconds: float = 1.0) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+def take_fault(faults: Any, lock: threading.Lock, name: str) -> bool:
+    """Consume one count of fault counter ``name``; True if it fired."""
+    with lock:
+        left = getattr(faults, name)
+        if left > 0:
+            setattr(faults, name, left - 1)
+            return True
+        return False
+
+
+def change_faults(faults: Any, lock: threading.Lock, changes: Any) -> dict[str, Any] | None:
+    """Apply ``POST /_sim/faults``: the knobs after the change, or None when ``changes`` is not
+    an object of known knob names (nothing is changed then)."""
+    known = {f.name for f in fields(faults)}
+    if not isinstance(changes, dict) or not set(changes) <= known:
+        return None
+    with lock:
+        for name, value in changes.items():
+            setattr(faults, name, value)
+        return asdict(faults)
+
+
+def fault_error(faults: Any) -> dict[str, str]:
+    known = sorted(f.name for f in fields(faults))
+    return {"error": f"expected an object with keys from {known}"}
+
+
+def clock_setting(body: Any) -> datetime | None:
+    """The "now" of ``POST /_sim/clock`` (None: back to the configured clock); ValueError when
+    the body is not ``{"now": iso8601-with-offset | null}``."""
+    try:
+        raw = body["now"]
+        return None if raw is None else datetime.fromisoformat(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"expected {{'now': iso8601-with-offset | null}}: {exc}") from None
+
+
+def resolve_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """The [start, stop) a Range header asks for; None without one.
+
+    Raises ValueError when the range is malformed or not satisfiable (416).
+    """
+    rng = request.http_range
+    if rng.start is None:
+        return None
+    if rng.start < 0:
+        start, stop = max(0, size + rng.start), size
+    else:
+        start, stop = rng.start, min(size, rng.stop if rng.stop is not None else size)
+    if start >= size:
+        raise ValueError("range not satisfiable")
+    return start, stop

@@ -18,7 +18,7 @@ import hmac
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -29,7 +29,13 @@ from downloader.sim.cdp.graphql import GraphQLEndpoint
 from downloader.sim.cdp.jobs import ExpectedFile, JobBook, SimJob
 from downloader.sim.cdp.state import CdpCall, CdpFaults, CdpSimConfig, CdpStats, Outcome
 from downloader.sim.cdp.tokens import TokenBook, TokenCheck
-from downloader.sim.common import SimClock
+from downloader.sim.common import (
+    SimClock,
+    change_faults,
+    clock_setting,
+    fault_error,
+    take_fault,
+)
 from downloader.sim.thread import AppThread, start_app_thread
 
 __all__ = [
@@ -91,12 +97,7 @@ class CdpSimulator:
 
     def _take(self, name: str) -> bool:
         """Consume one count of fault counter `name`; True if it fired."""
-        with self._lock:
-            left = getattr(self.config.faults, name)
-            if left > 0:
-                setattr(self.config.faults, name, left - 1)
-                return True
-            return False
+        return take_fault(self.config.faults, self._lock, name)
 
     def expire_tokens(self) -> int:
         """Kill every token issued so far; the next request with one gets 401."""
@@ -257,22 +258,16 @@ class CdpSimulator:
         return _json(self.stats.to_json())
 
     async def _handle_faults(self, request: web.Request) -> web.Response:
-        changes = await request.json()
-        known = {f.name for f in fields(CdpFaults)}
-        if not isinstance(changes, dict) or not set(changes) <= known:
-            return _json({"error": f"expected an object with keys from {sorted(known)}"}, 400)
-        with self._lock:
-            for name, value in changes.items():
-                setattr(self.config.faults, name, value)
-            return _json(asdict(self.config.faults))
+        knobs = change_faults(self.config.faults, self._lock, await request.json())
+        if knobs is None:
+            return _json(fault_error(self.config.faults), 400)
+        return _json(knobs)
 
     async def _handle_clock(self, request: web.Request) -> web.Response:
-        body = await request.json()
         try:
-            raw = body["now"]
-            self.set_now(None if raw is None else datetime.fromisoformat(raw))
-        except (KeyError, TypeError, ValueError) as exc:
-            return _json({"error": f"expected {{'now': iso8601-with-offset | null}}: {exc}"}, 400)
+            self.set_now(clock_setting(await request.json()))
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
         return _json({"now": self.now().isoformat()})
 
     async def _handle_expire_tokens(self, request: web.Request) -> web.Response:

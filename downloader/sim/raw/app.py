@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from downloader.sim.common import SimClock
+from downloader.sim.common import SimClock, resolve_range, take_fault
 from downloader.sim.raw.api import (
     BAD_PARAM_MSG,
     DEFAULT_EXPIRE_MINUTES,
@@ -47,7 +47,6 @@ from downloader.sim.raw.csvgen import PartSpec
 from downloader.sim.raw.download import (
     choose_bending,
     if_range_holds,
-    resolve_range,
     s3_error,
     send_part,
 )
@@ -92,12 +91,7 @@ class Simulator:
 
     def _take(self, name: str) -> bool:
         """Consume one count of fault counter `name`; True if it fired."""
-        with self._lock:
-            left = getattr(self.config.faults, name)
-            if left > 0:
-                setattr(self.config.faults, name, left - 1)
-                return True
-            return False
+        return take_fault(self.config.faults, self._lock, name)
 
     def _admit(self, t: float) -> bool:
         """Sliding-window limiter over admitted calls (§2.9)."""

@@ -62,21 +62,6 @@ def s3_error(code: str, message: str, status: int = 403) -> web.Response:
     return web.Response(status=status, text=body, content_type="application/xml")
 
 
-def resolve_range(request: web.Request, size: int) -> tuple[int, int] | None:
-    """The [start, stop) a Range header asks for; None without one.
-
-    Raises ValueError when the range is malformed or not satisfiable (416).
-    """
-    rng = request.http_range
-    if rng.start is None:
-        return None
-    if rng.start < 0:
-        start, stop = max(0, size + rng.start), size
-    else:
-        start, stop = rng.start, min(size, rng.stop if rng.stop is not None else size)
-    if start >= size:
-        raise ValueError("range not satisfiable")
-    return start, stop
 
 
 def if_range_holds(value: str, etag: str, modified: datetime) -> bool:

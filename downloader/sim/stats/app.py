@@ -20,17 +20,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, fields
 from datetime import date, datetime, timedelta
 
 from aiohttp import web
 
 from downloader.core.constants import BEIJING
-from downloader.sim.common import SimClock
+from downloader.sim.common import (
+    SimClock,
+    change_faults,
+    clock_setting,
+    fault_error,
+    resolve_range,
+    take_fault,
+)
 from downloader.sim.stats import data
 from downloader.sim.stats.config import StatsFaults, StatsSimConfig
 from downloader.sim.stats.data import Dashboard, DashboardChart
-from downloader.sim.stats.links import BadLink, LinkSigner, PartRef, resolve_range, serve_bytes
+from downloader.sim.stats.links import BadLink, LinkSigner, PartRef, serve_bytes
 from downloader.sim.stats.outcome import (
     Outcome,
     bad_request,
@@ -221,12 +227,7 @@ class StatsSimulator:
 
     def _take(self, name: str) -> bool:
         """Consume one count of fault counter `name`; True if it fired."""
-        with self._lock:
-            left = getattr(self.config.faults, name)
-            if left > 0:
-                setattr(self.config.faults, name, left - 1)
-                return True
-            return False
+        return take_fault(self.config.faults, self._lock, name)
 
     # -- V3 jobs -------------------------------------------------------------------------------
 
@@ -373,22 +374,14 @@ class StatsSimulator:
         return json_response(self.stats.to_json())
 
     async def _handle_faults(self, request: web.Request) -> web.Response:
-        changes = await request.json()
-        known = {f.name for f in fields(StatsFaults)}
-        if not isinstance(changes, dict) or not set(changes) <= known:
-            return json_response(
-                {"error": f"expected an object with keys from {sorted(known)}"}, 400)
-        with self._lock:
-            for name, value in changes.items():
-                setattr(self.config.faults, name, value)
-            return json_response(asdict(self.config.faults))
+        knobs = change_faults(self.config.faults, self._lock, await request.json())
+        if knobs is None:
+            return json_response(fault_error(self.config.faults), 400)
+        return json_response(knobs)
 
     async def _handle_clock(self, request: web.Request) -> web.Response:
-        body = await request.json()
         try:
-            raw = body["now"]
-            self.set_now(None if raw is None else datetime.fromisoformat(raw))
-        except (KeyError, TypeError, ValueError) as exc:
-            return json_response(
-                {"error": f"expected {{'now': iso8601-with-offset | null}}: {exc}"}, 400)
+            self.set_now(clock_setting(await request.json()))
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
         return json_response({"now": self.now().isoformat()})

@@ -78,21 +78,6 @@ class LinkSigner:
         return ref, expires_ms
 
 
-def resolve_range(request: web.Request, size: int) -> tuple[int, int] | None:
-    """The [start, stop) a Range header asks for; None without one.
-
-    Raises ValueError when the range is malformed or not satisfiable (416).
-    """
-    rng = request.http_range
-    if rng.start is None:
-        return None
-    if rng.start < 0:
-        start, stop = max(0, size + rng.start), size
-    else:
-        start, stop = rng.start, min(size, rng.stop if rng.stop is not None else size)
-    if start >= size:
-        raise ValueError("range not satisfiable")
-    return start, stop
 
 
 async def serve_bytes(
