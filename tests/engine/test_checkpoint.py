@@ -258,10 +258,23 @@ def test_readonly_path_with_uri_characters(tmp_path: Path, folder: str) -> None:
     assert [p for p in _listing(tmp_path) if p not in before and "-" not in p] == []
 
 
-async def test_done_set_read_off_the_loop_sees_the_writer(cp_path: Path) -> None:
+async def test_done_set_read_off_the_loop_sees_the_writer(
+        cp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    readers: list[int] = []
+    original = Checkpoint.done_set
+
+    def recording(self: Checkpoint):  # type: ignore[no-untyped-def]
+        readers.append(threading.get_ident())
+        return original(self)
+
+    monkeypatch.setattr(Checkpoint, "done_set", recording)
     with Checkpoint(cp_path) as cp:
         cp.done(KEY)
         cp.done(key(data_type="page"))
         cp.failed(key(data_type="vstr"), "boom", 1)
         off = await cp.done_set_off_loop()
         assert len(off) == 2 and KEY in off and key(data_type="vstr") not in off
+    # Read by another thread than the event loop's.
+    assert readers and threading.get_ident() not in readers
